@@ -1,0 +1,26 @@
+"""mlmm — multimodal learning with missing modalities.
+
+One contract for every method (``Batch`` in, ``Output`` out, the mask the only
+truth about availability), missingness protocols whose rates mean one precise
+thing, real bundled datasets, and one training loop.
+"""
+
+from .data import (
+    Batch, DatasetSpec, ModalitySpec, MultimodalDataset, Standardizer, TaskSpec, dataset_infos, load_dataset,
+    make_splits,
+)
+from .experiment import ExperimentConfig, run_experiment
+from .methods import CATEGORIES, METHODS, MethodInfo, MissingModalityModel, Output, register_method
+from .metrics.evaluate import evaluate, evaluate_subsets
+from .missing import PROTOCOLS, Scenario, make_protocol, realised_missingness
+from .train import FittedModel, TrainConfig, Trainer, build_method
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Batch", "CATEGORIES", "DatasetSpec", "ExperimentConfig", "FittedModel", "METHODS", "MethodInfo",
+    "MissingModalityModel", "ModalitySpec", "MultimodalDataset", "Output", "PROTOCOLS", "Scenario",
+    "Standardizer", "TaskSpec", "TrainConfig", "Trainer", "build_method", "dataset_infos", "evaluate",
+    "evaluate_subsets", "load_dataset", "make_protocol", "make_splits", "realised_missingness",
+    "register_method", "run_experiment",
+]

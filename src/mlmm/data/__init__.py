@@ -1,0 +1,13 @@
+"""Data layer: specs, the Batch contract, datasets, preprocessing, splits, bundled data."""
+
+from .base import MultimodalDataset, stratified_split
+from .batch import Batch, validate_batch
+from .preprocess import Standardizer
+from .registry import DATASETS, dataset_infos, load_dataset
+from .spec import DatasetSpec, ModalitySpec, TaskSpec
+from .splits import make_splits
+
+__all__ = [
+    "DATASETS", "Batch", "DatasetSpec", "ModalitySpec", "MultimodalDataset", "Standardizer", "TaskSpec",
+    "dataset_infos", "load_dataset", "make_splits", "stratified_split", "validate_batch",
+]

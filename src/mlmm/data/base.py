@@ -1,0 +1,134 @@
+"""MultimodalDataset: arrays per modality + a natural availability mask + labels + named splits."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .batch import Batch, validate_batch, zero_masked
+from .spec import DatasetSpec
+
+
+class MultimodalDataset:
+    """An in-memory multimodal dataset, validated once at construction.
+
+    inputs: modality -> array (N, *shape); NaN is allowed only where ``mask`` is False.
+    mask:   (N, M) bool, the *natural* availability (real data arrives incomplete);
+            ``None`` means every entry is present.
+    target: (N,) integer labels (classification) or (N,)/(N, K) floats (regression).
+    splits: split name -> row indices into this dataset (e.g. ``{"train": ..., "test": ...}``).
+
+    Masked-out slots are stored as zeros, so every batch drawn from here honours
+    the ``Batch`` contract without further checks.
+    """
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        inputs: Mapping[str, np.ndarray | Tensor],
+        target: np.ndarray | Tensor,
+        mask: np.ndarray | Tensor | None = None,
+        splits: Mapping[str, np.ndarray] | None = None,
+        _validated: bool = False,
+    ) -> None:
+        self.spec = spec
+        names = spec.modality_names
+        unknown = sorted(set(inputs) - set(names))
+        if unknown:
+            raise ValueError(f"unknown modality {unknown[0]!r}; dataset {spec.name!r} has {', '.join(names)}")
+        for name in names:
+            if name not in inputs:
+                raise ValueError(f"dataset {spec.name!r}: no array given for modality {name!r}")
+        n = len(target)
+        tensors = {}
+        for m in spec.modalities:
+            x = torch.as_tensor(np.asarray(inputs[m.name]) if not isinstance(inputs[m.name], Tensor) else inputs[m.name])
+            if m.kind != "text":
+                x = x.to(torch.float32)
+            tensors[m.name] = x
+        mask_t = torch.ones(n, len(names), dtype=torch.bool) if mask is None else torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask)
+        if mask_t.dtype != torch.bool:
+            raise ValueError(f"mask must be boolean, got {mask_t.dtype}")
+        if tuple(mask_t.shape) != (n, len(names)):
+            raise ValueError(f"mask must have shape ({n}, {len(names)}), got {tuple(mask_t.shape)}")
+        for m in spec.modalities:
+            if tensors[m.name].shape[0] != n:
+                raise ValueError(
+                    f"modality {m.name!r} has {tensors[m.name].shape[0]} rows but there are {n} labels"
+                )
+        target_t = torch.as_tensor(np.asarray(target) if not isinstance(target, Tensor) else target)
+        if spec.task.kind == "classification":
+            if target_t.dtype.is_floating_point:
+                if not torch.equal(target_t, target_t.round()):
+                    raise ValueError("classification labels must be integers")
+            target_t = target_t.to(torch.long)
+        else:
+            target_t = target_t.to(torch.float32)
+        if not _validated:
+            # NaN in a masked-out slot is how many real files mark absence: zero it.
+            tensors = zero_masked(tensors, mask_t, spec)
+            validate_batch(Batch(tensors, mask_t, target_t), spec)
+        self.inputs: dict[str, Tensor] = tensors
+        self.mask: Tensor = mask_t
+        self.target: Tensor = target_t
+        self.splits: dict[str, np.ndarray] = {}
+        for split_name, idx in (splits or {}).items():
+            idx = np.asarray(idx, dtype=np.int64)
+            if idx.size and (idx.min() < 0 or idx.max() >= n):
+                raise ValueError(f"split {split_name!r} indexes rows outside [0, {n})")
+            self.splits[split_name] = idx
+
+    def __len__(self) -> int:
+        return int(self.target.shape[0])
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.target.numpy()
+
+    def as_batch(self) -> Batch:
+        return Batch(self.inputs, self.mask, self.target)
+
+    def subset(self, index: np.ndarray | Tensor) -> "MultimodalDataset":
+        """Rows ``index`` as a new dataset (no splits; already validated)."""
+        idx = torch.as_tensor(np.asarray(index, dtype=np.int64))
+        return MultimodalDataset(
+            self.spec,
+            {k: v[idx] for k, v in self.inputs.items()},
+            self.target[idx],
+            self.mask[idx],
+            _validated=True,
+        )
+
+    def split(self, name: str) -> "MultimodalDataset":
+        if name not in self.splits:
+            known = ", ".join(self.splits) or "none"
+            raise ValueError(f"dataset {self.spec.name!r} has no split {name!r}; known: {known}")
+        return self.subset(self.splits[name])
+
+    def with_mask(self, mask: np.ndarray | Tensor) -> "MultimodalDataset":
+        """Same rows with availability narrowed to ``mask & natural mask``; newly masked slots are zeroed."""
+        mask_t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask)
+        if tuple(mask_t.shape) != tuple(self.mask.shape) or mask_t.dtype != torch.bool:
+            raise ValueError(f"mask must be bool of shape {tuple(self.mask.shape)}, got {mask_t.dtype} {tuple(mask_t.shape)}")
+        batch = self.as_batch().with_mask(mask_t)
+        return MultimodalDataset(self.spec, batch.inputs, self.target, batch.mask, splits=self.splits, _validated=True)
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified split of row indices into (first, second); ``second`` gets ``test_fraction``
+    of every class (rounded), both sorted. Same seed, same split, on every platform."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    first, second = [], []
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        rows = rows[rng.permutation(rows.size)]
+        k = int(round(test_fraction * rows.size))
+        second.append(rows[:k])
+        first.append(rows[k:])
+    return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))

@@ -1,0 +1,140 @@
+"""The one batch type every method consumes, and the one place inputs are validated.
+
+``Batch.inputs[name]`` has shape (B, *spec.modality(name).shape);
+``Batch.mask`` is a (B, M) bool tensor whose column j is ``spec.modalities[j]``.
+The mask is the only truth about availability: masked-out rows hold zeros
+(never NaN), and no method infers missingness from values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+from .spec import DatasetSpec
+
+
+@dataclass(frozen=True)
+class Batch:
+    """inputs: modality -> (B, ...) float tensor; mask: (B, M) bool; target: (B,) long or (B, K) float."""
+
+    inputs: Mapping[str, Tensor]
+    mask: Tensor
+    target: Tensor | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.mask.shape[0])
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(
+            {k: v.to(device) for k, v in self.inputs.items()},
+            self.mask.to(device),
+            None if self.target is None else self.target.to(device),
+        )
+
+    def select(self, index: Tensor) -> "Batch":
+        """Rows ``index`` of every field (a new batch; nothing is mutated)."""
+        return Batch(
+            {k: v[index] for k, v in self.inputs.items()},
+            self.mask[index],
+            None if self.target is None else self.target[index],
+        )
+
+    def with_mask(self, mask: Tensor) -> "Batch":
+        """Same data under a narrower mask: newly masked rows are zeroed (contract)."""
+        if mask.shape != self.mask.shape:
+            raise ValueError(f"mask shape {tuple(mask.shape)} != batch mask {tuple(self.mask.shape)}")
+        mask = mask & self.mask
+        inputs = {}
+        for j, (name, x) in enumerate(self.inputs.items()):
+            keep = mask[:, j].reshape(-1, *([1] * (x.dim() - 1)))
+            inputs[name] = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+        return Batch(inputs, mask, self.target)
+
+
+def zero_masked(inputs: Mapping[str, Tensor], mask: Tensor, spec: DatasetSpec) -> dict[str, Tensor]:
+    """Copy of ``inputs`` with every masked-out row set to 0 (NaN there is allowed and removed)."""
+    out = {}
+    for j, m in enumerate(spec.modalities):
+        x = inputs[m.name]
+        keep = mask[:, j].reshape(-1, *([1] * (x.dim() - 1)))
+        out[m.name] = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    return out
+
+
+def validate_batch(batch: Batch, spec: DatasetSpec, *, allow_empty_samples: bool = False) -> None:
+    """Raise ``ValueError`` naming the problem if ``batch`` breaks the contract for ``spec``.
+
+    Checked: unknown or absent modality, shape and dtype per modality, mask
+    shape and dtype, NaN/inf in a present entry, a non-zero value in a
+    masked-out slot (mask and inputs disagree), samples with no modality,
+    labels out of range. Called once at the boundary (dataset construction,
+    ``FittedModel.predict``), never inside the training loop.
+    """
+    names = spec.modality_names
+    unknown = sorted(set(batch.inputs) - set(names))
+    if unknown:
+        raise ValueError(f"unknown modality {unknown[0]!r}; dataset {spec.name!r} has {', '.join(names)}")
+    absent = [n for n in names if n not in batch.inputs]
+    if absent:
+        raise ValueError(f"modality {absent[0]!r} is absent from inputs (give zeros and mask it out instead)")
+    mask = batch.mask
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a bool tensor, got {getattr(mask, 'dtype', type(mask))}")
+    if mask.dim() != 2 or mask.shape[1] != len(names):
+        raise ValueError(f"mask must have shape (B, {len(names)}), got {tuple(mask.shape)}")
+    n = mask.shape[0]
+    for j, m in enumerate(spec.modalities):
+        x = batch.inputs[m.name]
+        if not isinstance(x, Tensor):
+            raise ValueError(f"modality {m.name!r}: expected a tensor, got {type(x).__name__}")
+        if tuple(x.shape) != (n, *m.shape):
+            raise ValueError(f"modality {m.name!r}: expected shape {(n, *m.shape)}, got {tuple(x.shape)}")
+        if m.kind == "text":
+            if x.dtype not in (torch.int64, torch.int32):
+                raise ValueError(f"modality {m.name!r}: text token ids must be int64, got {x.dtype}")
+            continue
+        if not x.dtype.is_floating_point:
+            raise ValueError(f"modality {m.name!r}: expected a floating dtype, got {x.dtype}")
+        present = mask[:, j]
+        flat = x.reshape(n, -1)
+        bad = ~torch.isfinite(flat[present]).all(dim=1)
+        if bad.any():
+            row = int(torch.nonzero(present).flatten()[bad][0])
+            raise ValueError(f"modality {m.name!r}: NaN or inf in a present entry (sample {row})")
+        leak = (flat[~present] != 0).any(dim=1)
+        if leak.any():
+            row = int(torch.nonzero(~present).flatten()[leak][0])
+            raise ValueError(
+                f"modality {m.name!r}: sample {row} is masked out but holds non-zero values "
+                "(mask and inputs disagree; masked-out slots must hold zeros)"
+            )
+    if not allow_empty_samples:
+        empty = ~mask.any(dim=1)
+        if empty.any():
+            raise ValueError(
+                f"{int(empty.sum())} sample(s) have no modality at all (first: sample "
+                f"{int(torch.nonzero(empty)[0])}); drop them or give at least one modality"
+            )
+    if batch.target is not None:
+        validate_target(batch.target, spec, n)
+
+
+def validate_target(target: Tensor, spec: DatasetSpec, n: int) -> None:
+    """Labels: (n,) integers in [0, n_classes) for classification; finite floats for regression."""
+    if target.shape[0] != n:
+        raise ValueError(f"target has {target.shape[0]} rows but the batch has {n} samples")
+    if spec.task.kind == "classification":
+        if target.dtype.is_floating_point or target.dim() != 1:
+            raise ValueError(f"classification labels must be a 1-D integer tensor, got {target.dtype} {tuple(target.shape)}")
+        if n and (int(target.min()) < 0 or int(target.max()) >= int(spec.task.n_classes)):
+            raise ValueError(
+                f"labels out of range: found [{int(target.min())}, {int(target.max())}] "
+                f"for {spec.task.n_classes} classes"
+            )
+    elif not torch.isfinite(target.float()).all():
+        raise ValueError("regression targets hold NaN or inf")

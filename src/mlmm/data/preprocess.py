@@ -1,0 +1,72 @@
+"""Per-modality standardisation fitted on training data, over present entries only.
+
+It is an ``nn.Module`` with buffers so it travels with the model in
+``state_dict`` and moves with ``.to(device)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .batch import Batch
+from .spec import DatasetSpec
+
+# Reduction axes (beyond the sample axis) per kind: vectors get one statistic per
+# feature; sequences and images one per channel, shared over time or space.
+_STAT_SHAPE = {
+    "vector": lambda shape: shape,
+    "sequence": lambda shape: (1, shape[1]),
+    "image": lambda shape: (shape[0], 1, 1),
+}
+
+
+class Standardizer(nn.Module):
+    """x -> (x - mean) / std for present entries; masked-out slots stay exactly 0.
+
+    Text modalities (token ids) pass through untouched.
+    """
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        for m in spec.modalities:
+            if m.kind in _STAT_SHAPE:
+                stat_shape = _STAT_SHAPE[m.kind](m.shape)
+                self.register_buffer(f"mean_{m.name}", torch.zeros(stat_shape))
+                self.register_buffer(f"std_{m.name}", torch.ones(stat_shape))
+
+    @torch.no_grad()
+    def fit(self, batch: Batch) -> "Standardizer":
+        """Statistics from the present rows of ``batch`` (the training split only)."""
+        for j, m in enumerate(self.spec.modalities):
+            if m.kind not in _STAT_SHAPE:
+                continue
+            x = batch.inputs[m.name][batch.mask[:, j]].double()
+            mean, std = getattr(self, f"mean_{m.name}"), getattr(self, f"std_{m.name}")
+            if x.shape[0] == 0:  # never observed in training: identity transform
+                mean.zero_()
+                std.fill_(1.0)
+                continue
+            dims = [0] + [d + 1 for d, s in enumerate(mean.shape) if s == 1 and m.shape[d] != 1]
+            mean.copy_(x.mean(dim=dims, keepdim=True)[0].float())
+            sd = x.std(dim=dims, keepdim=True, unbiased=False)[0].float()
+            # Constant features (e.g. always-zero pixels) would divide by 0.
+            std.copy_(torch.where(sd > 1e-8, sd, torch.ones_like(sd)))
+        return self
+
+    def transform_values(self, name: str, x: Tensor) -> Tensor:
+        """Standardise raw values of modality ``name`` regardless of the mask: (B, *shape) -> same."""
+        if not hasattr(self, f"mean_{name}"):
+            return x
+        return (x - getattr(self, f"mean_{name}")) / getattr(self, f"std_{name}")
+
+    def forward(self, batch: Batch) -> Batch:
+        inputs = {}
+        for j, m in enumerate(self.spec.modalities):
+            x = batch.inputs[m.name]
+            if m.kind in _STAT_SHAPE:
+                keep = batch.mask[:, j].reshape(-1, *([1] * len(m.shape)))
+                x = torch.where(keep, self.transform_values(m.name, x), torch.zeros((), dtype=x.dtype, device=x.device))
+            inputs[m.name] = x
+        return Batch(inputs, batch.mask, batch.target)

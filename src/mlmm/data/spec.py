@@ -1,0 +1,108 @@
+"""Static descriptions of a multimodal dataset: modalities, their shapes, the task.
+
+A spec is all a method needs to build itself (conformance check 1), so it
+carries shapes without the batch dimension and nothing data-dependent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MODALITY_KINDS = ("vector", "sequence", "image", "text")
+TASK_KINDS = ("classification", "regression")
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """One modality.
+
+    name:  key of the modality in ``Batch.inputs``.
+    kind:  ``vector`` (shape (D,)), ``sequence`` (shape (T, C)), ``image``
+           (shape (C, H, W)) or ``text`` (shape (L,) token ids).
+    shape: per-sample shape, without the batch dimension.
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODALITY_KINDS:
+            raise ValueError(
+                f"modality {self.name!r}: kind {self.kind!r} is not one of {MODALITY_KINDS}"
+            )
+        expected_rank = {"vector": 1, "sequence": 2, "image": 3, "text": 1}[self.kind]
+        if len(self.shape) != expected_rank or any(int(s) <= 0 for s in self.shape):
+            raise ValueError(
+                f"modality {self.name!r}: a {self.kind} needs a shape of {expected_rank} "
+                f"positive sizes, got {self.shape}"
+            )
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+
+    @property
+    def size(self) -> int:
+        """Number of scalars in one sample of this modality."""
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """The prediction target. Classification needs ``n_classes``; regression
+    (``n_outputs`` values per sample) is accepted by the data layer so that
+    loaders of regression datasets fit the same contract."""
+
+    kind: str = "classification"
+    n_classes: int | None = None
+    n_outputs: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_KINDS:
+            raise ValueError(f"task kind {self.kind!r} is not one of {TASK_KINDS}")
+        if self.kind == "classification" and (self.n_classes is None or self.n_classes < 2):
+            raise ValueError("a classification task needs n_classes >= 2")
+
+    @property
+    def output_dim(self) -> int:
+        """Width of the model's output: logits per class or regression values."""
+        return int(self.n_classes) if self.kind == "classification" else int(self.n_outputs)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Name, ordered modalities (mask column j is ``modalities[j]``) and task."""
+
+    name: str
+    modalities: tuple[ModalitySpec, ...]
+    task: TaskSpec = field(default_factory=TaskSpec)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        if not self.modalities:
+            raise ValueError(f"dataset {self.name!r} has no modality")
+        names = [m.name for m in self.modalities]
+        if len(set(names)) != len(names):
+            raise ValueError(f"dataset {self.name!r}: duplicate modality names in {names}")
+
+    @property
+    def modality_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.modalities)
+
+    @property
+    def n_modalities(self) -> int:
+        return len(self.modalities)
+
+    def index(self, name: str) -> int:
+        """Mask column of modality ``name``; a clear error for unknown names."""
+        try:
+            return self.modality_names.index(name)
+        except ValueError:
+            raise ValueError(
+                f"unknown modality {name!r} for dataset {self.name!r}; "
+                f"known: {', '.join(self.modality_names)}"
+            ) from None
+
+    def modality(self, name: str) -> ModalitySpec:
+        return self.modalities[self.index(name)]

@@ -1,0 +1,130 @@
+"""One experiment: a method on a dataset under a missingness scenario, over seeds.
+
+This is what ``mlmm run`` calls. Per seed it splits the data, draws the
+train / validation / test masks from the scenario, trains with the one
+training loop, evaluates on the masked test split and on every modality
+subset of the (naturally available) test split, and records the realised
+missingness next to the asked one.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .data.registry import load_dataset
+from .data.splits import make_splits
+from .metrics.evaluate import evaluate, evaluate_subsets
+from .metrics.task import summarise_seeds
+from .missing import Scenario, make_protocol
+from .train.loop import TrainConfig, Trainer, build_method
+
+METRIC_NAMES = ("accuracy", "macro_f1")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines a run. ``protocol_params`` holds the protocol's own
+    parameters besides the rate (e.g. ``{"subset": ["fou"]}``); ``train_rate`` /
+    ``test_rate`` override ``rate`` for training+validation / test."""
+
+    dataset: str
+    method: str
+    protocol: str = "entry"
+    rate: float = 0.0
+    split: str = "fixed"
+    seeds: tuple[int, ...] = (0,)
+    train_rate: float | None = None
+    test_rate: float | None = None
+    protocol_params: dict[str, Any] = field(default_factory=dict)
+    method_params: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    device: str = "cpu"
+    subsets: bool = True
+
+    def scenario(self) -> Scenario:
+        def protocol(rate: float):
+            if self.protocol in ("none", "fixed-subset", "per-modality"):
+                return make_protocol(self.protocol, **self.protocol_params)
+            return make_protocol(self.protocol, rate=rate, **self.protocol_params)
+
+        train_rate = self.rate if self.train_rate is None else self.train_rate
+        test_rate = self.rate if self.test_rate is None else self.test_rate
+        train_protocol = protocol(train_rate)
+        return Scenario(train=train_protocol, val=train_protocol, test=protocol(test_rate))
+
+
+def run_seed(config: ExperimentConfig, seed: int) -> dict:
+    """Train and evaluate one seed; a JSON-ready record."""
+    data = load_dataset(config.dataset)
+    train, val, test = make_splits(data, config.split, seed)
+    scenario = config.scenario()
+    train_m, train_info = scenario.apply(train, "train", seed)
+    val_m, val_info = scenario.apply(val, "val", seed)
+    test_m, test_info = scenario.apply(test, "test", seed)
+    method = build_method(config.method, data.spec, seed=seed, **config.method_params)
+    fit = Trainer(config.train, device=config.device).fit(method, train_m, val_m, seed=seed)
+    record = {
+        "seed": seed,
+        "metrics": evaluate(fit.model, test_m),
+        "realised": {"train": train_info, "val": val_info, "test": test_info},
+        "best_epoch": fit.best_epoch,
+        "train_seconds": fit.train_seconds,
+        "n_parameters": sum(p.numel() for p in fit.model.parameters()),
+    }
+    if config.subsets:
+        record["subsets"] = evaluate_subsets(fit.model, test)
+    return record
+
+
+def _mean_realised(records: list[dict], role: str) -> dict:
+    keys = ("missing_entry_fraction", "incomplete_sample_fraction", "complete_sample_fraction")
+    out = {k: float(np.mean([r["realised"][role][k] for r in records])) for k in keys}
+    out["mask_sha256"] = [r["realised"][role]["mask_sha256"] for r in records]
+    out["subset_counts_seed0"] = records[0]["realised"][role]["subset_counts"]
+    return out
+
+
+def summarise(config: ExperimentConfig, records: list[dict]) -> dict:
+    """Seed records -> the JSON object ``mlmm run --json`` prints."""
+    result = {
+        "dataset": config.dataset,
+        "method": config.method,
+        "protocol": config.protocol,
+        "rate": config.rate,
+        "train_rate": config.rate if config.train_rate is None else config.train_rate,
+        "test_rate": config.rate if config.test_rate is None else config.test_rate,
+        "split": config.split,
+        "seeds": [r["seed"] for r in records],
+        "metrics": {name: summarise_seeds([r["metrics"][name] for r in records]) for name in METRIC_NAMES},
+        "realised": {role: _mean_realised(records, role) for role in ("train", "val", "test")},
+        "train_seconds": summarise_seeds([r["train_seconds"] for r in records]),
+        "n_parameters": records[0]["n_parameters"],
+        "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
+    }
+    if config.subsets and "subsets" in records[0]:
+        subsets = {}
+        for name in records[0]["subsets"]:
+            subsets[name] = {m: summarise_seeds([r["subsets"][name][m] for r in records]) for m in METRIC_NAMES}
+            subsets[name]["n"] = records[0]["subsets"][name]["n"]
+        worst = min(subsets, key=lambda s: subsets[s]["accuracy"]["mean"])
+        result["subsets"] = subsets
+        result["worst_subset"] = {"subset": worst, "accuracy": subsets[worst]["accuracy"]["mean"]}
+    return result
+
+
+def run_experiment(config: ExperimentConfig, on_seed: Callable[[dict], None] | None = None) -> dict:
+    """Run every seed of ``config`` and summarise. ``on_seed`` sees each seed's record
+    as soon as it exists (the caller can persist it, so a crash loses nothing done)."""
+    config.scenario()  # fail fast on a bad protocol or rate before any training
+    records = []
+    for seed in config.seeds:
+        record = run_seed(config, seed)
+        records.append(record)
+        if on_seed is not None:
+            on_seed(record)
+    return summarise(config, records)

@@ -1,0 +1,1 @@
+"""Shared building blocks of methods (never registered themselves)."""

@@ -1,0 +1,137 @@
+"""The contract every missing-modality method implements, and its metadata.
+
+A method is an ``nn.Module`` built from a ``DatasetSpec`` and keyword
+hyper-parameters (``__init__`` only builds; it never looks at data). It maps a
+standardised ``Batch`` to an ``Output``; ``loss`` turns that into named loss
+terms. The training loop (``mlmm.train.loop``) exists once and calls these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.batch import Batch
+from ..data.preprocess import Standardizer
+from ..data.spec import DatasetSpec
+
+CATEGORIES = (
+    "modality-composition",
+    "modality-generation",
+    "coordinated-representation",
+    "representation-composition",
+    "representation-generation",
+    "attention",
+    "distillation",
+    "graph",
+    "pretrained-transformer",
+    "ensemble",
+    "dedicated",
+    "scheduler",
+)
+FUSION_STAGES = ("early", "intermediate", "late", "hybrid")
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """Metadata every registered method carries (shown by ``mlmm methods``).
+
+    deviations: conformance check name -> reason the method is exempt. The
+    conformance suite skips exactly these checks and prints the reason.
+    """
+
+    category: str
+    fusion: str
+    recovers_missing: bool
+    needs_complete_train: bool
+    paper: str
+    summary: str
+    deviations: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.category not in CATEGORIES:
+            raise ValueError(f"category {self.category!r} is not one of {CATEGORIES}")
+        if self.fusion not in FUSION_STAGES:
+            raise ValueError(f"fusion stage {self.fusion!r} is not one of {FUSION_STAGES}")
+
+    def as_dict(self) -> dict:
+        return {
+            "category": self.category,
+            "fusion": self.fusion,
+            "recovers_missing": self.recovers_missing,
+            "needs_complete_train": self.needs_complete_train,
+            "paper": self.paper,
+            "summary": self.summary,
+            "deviations": dict(self.deviations),
+        }
+
+
+@dataclass
+class Output:
+    """What ``forward`` returns.
+
+    logits: (B, C) class logits (or (B, K) regression values).
+    aux:    extra named tensors a method's ``loss`` needs (reconstructions,
+            per-modality logits, ...); never read by the loop.
+    """
+
+    logits: Tensor
+    aux: dict[str, Tensor] = field(default_factory=dict)
+
+
+class MissingModalityModel(nn.Module):
+    """Base class of every method. Subclasses set ``info`` and implement ``forward``.
+
+    Contract:
+    - ``forward(batch) -> Output`` reads ``batch.inputs[m]`` only where
+      ``batch.mask[:, j]`` is True (poisoned masked-out slots never change
+      the output), and in eval mode a sample's output never depends on its
+      batch-mates (no BatchNorm, no batch statistics).
+    - ``loss(batch, output) -> dict`` of named scalar terms; the loop
+      optimises their sum. The default is the task loss alone.
+    - ``prepare(train, standardizer)`` (optional) sees the standardised
+      training set once before training, for fill values or memory banks.
+    - ``stages()`` lists training stages in order; the loop runs each with
+      its own early stopping and calls ``set_stage`` before it.
+    """
+
+    info: ClassVar[MethodInfo]
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.stage = "main"
+
+    def prepare(self, train: Batch, standardizer: Standardizer) -> None:
+        """Fit data-dependent buffers on the standardised training set. Default: nothing."""
+
+    def stages(self) -> tuple[str, ...]:
+        return ("main",)
+
+    def set_stage(self, stage: str) -> None:
+        self.stage = stage
+
+    def task_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.spec.task.kind == "classification":
+            return F.cross_entropy(logits, target)
+        return F.mse_loss(logits.reshape(target.shape), target)
+
+    def loss(self, batch: Batch, output: Output) -> dict[str, Tensor]:
+        return {"task": self.task_loss(output.logits, batch.target)}
+
+
+def mask_column(mask: Tensor, j: int, ndim: int) -> Tensor:
+    """Column j of a (B, M) mask reshaped to broadcast against a (B, ...) tensor of ``ndim`` dims."""
+    return mask[:, j].reshape(-1, *([1] * (ndim - 1)))
+
+
+def masked_fill_rows(x: Tensor, keep: Tensor, value: Tensor | float) -> Tensor:
+    """Rows of ``x`` where ``keep`` is False replaced by ``value`` (with torch.where, so NaN
+    in a replaced row never reaches the output or its gradient)."""
+    keep = keep.reshape(-1, *([1] * (x.dim() - 1)))
+    value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    return torch.where(keep, x, value)

@@ -1,0 +1,1 @@
+"""Model combinations: ensembles, dedicated training, schedulers."""

@@ -1,0 +1,1 @@
+"""Data-processing aspect, input level: modality composition and modality generation."""

@@ -1,0 +1,1 @@
+"""Data-processing aspect, representation level: coordinated, composition, generation."""

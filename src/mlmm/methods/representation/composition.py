@@ -1,0 +1,64 @@
+"""Representation composition: pool the embeddings of the modalities that are present."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...data.batch import Batch
+from ...data.spec import DatasetSpec
+from ...encoders import build_encoder
+from ..base import MethodInfo, MissingModalityModel, Output, mask_column
+from .._parts.heads import mlp_head
+from .._parts.pooling import masked_mean
+from ..registry import register_method
+
+
+class PerModalityEncoders(nn.Module):
+    """One encoder per modality: inputs dict + mask -> (B, M, D) embeddings.
+
+    Missing rows are replaced by zeros *before* encoding (torch.where), so
+    poisoned masked-out values can never reach an embedding or a gradient;
+    callers must still ignore the embeddings at missing slots.
+    """
+
+    def __init__(self, spec: DatasetSpec, embed_dim: int, hidden: int | None = None, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.spec = spec
+        self.encoders = nn.ModuleDict(
+            {m.name: build_encoder(m, embed_dim, hidden=hidden, dropout=dropout) for m in spec.modalities}
+        )
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        zs = []
+        for j, m in enumerate(self.spec.modalities):
+            x = batch.inputs[m.name]
+            x = torch.where(mask_column(batch.mask, j, x.dim()), x, torch.zeros((), dtype=x.dtype))
+            zs.append(self.encoders[m.name](x))
+        return torch.stack(zs, dim=1)
+
+
+@register_method("masked-mean")
+class MaskedMeanFusion(MissingModalityModel):
+    """Intermediate fusion by the mean of present embeddings.
+
+    z_m = E_m(x_m) (B, D); h = Σ_m a_m z_m / Σ_m a_m (B, D); logits = head(h) (B, C).
+    Parameter-free composition: a missing modality simply leaves the mean.
+    """
+
+    info = MethodInfo(
+        category="representation-composition",
+        fusion="intermediate",
+        recovers_missing=False,
+        needs_complete_train=False,
+        paper="Masked average of modality embeddings (survey Sec. 2.2.2, e.g. HeMIS, Havaei et al., MICCAI 2016)",
+        summary="per-modality encoders, mean of present embeddings, MLP head",
+    )
+
+    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.2) -> None:
+        super().__init__(spec)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
+        self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
+
+    def forward(self, batch: Batch) -> Output:
+        return Output(self.head(masked_mean(self.encoders(batch), batch.mask)))

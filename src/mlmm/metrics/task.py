@@ -1,0 +1,36 @@
+"""Task metrics as fractions in [0, 1], computed by scikit-learn."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+
+
+def classification_metrics(logits: np.ndarray, target: np.ndarray, n_classes: int) -> dict[str, float]:
+    """logits (N, C), target (N,) -> {"accuracy", "macro_f1"}.
+
+    Macro-F1 averages over all ``n_classes`` labels, so a class the model
+    never predicts counts as F1 0 rather than being skipped.
+    """
+    pred = np.asarray(logits).argmax(axis=1)
+    return {
+        "accuracy": float(accuracy_score(target, pred)),
+        "macro_f1": float(f1_score(target, pred, labels=list(range(n_classes)), average="macro", zero_division=0)),
+    }
+
+
+def summarise_seeds(values: list[float]) -> dict:
+    """{"mean", "std", "ci95", "per_seed"} over seeds; std is the sample std (ddof=1),
+    ci95 the half-width of a t interval (0 for a single seed)."""
+    arr = np.asarray(values, dtype=float)
+    n = arr.size
+    std = float(arr.std(ddof=1)) if n > 1 else 0.0
+    if n > 1:
+        from scipy.stats import t  # scipy ships with scikit-learn
+
+        half = float(t.ppf(0.975, n - 1) * std / math.sqrt(n))
+    else:
+        half = 0.0
+    return {"mean": float(arr.mean()), "std": std, "ci95": half, "per_seed": [float(v) for v in arr]}

@@ -1,0 +1,219 @@
+"""The training loop — the only one in mlmm.
+
+Methods supply ``forward``, ``loss``, ``prepare`` and ``stages``; this loop
+owns optimisation (AdamW), modality dropout, early stopping and model
+selection on the validation split (never the test split), devices and seeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ..data.base import MultimodalDataset
+from ..data.batch import Batch, validate_batch
+from ..data.preprocess import Standardizer
+from ..data.spec import DatasetSpec
+from ..methods.base import MissingModalityModel, Output
+from ..methods.registry import METHODS
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block under torch's RNG seeded with ``seed``, restoring the caller's RNG state after.
+
+    Library code must not reseed the global RNG for its caller; forking it
+    gives parameter init and dropout a fixed seed while the caller's stream
+    is left exactly as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def build_method(name: str, spec: DatasetSpec, seed: int = 0, **params) -> MissingModalityModel:
+    """Instantiate registered method ``name`` for ``spec`` with parameters initialised from ``seed``."""
+    cls = METHODS.get(name)
+    with seeded(seed):
+        return cls(spec, **params)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. ``modality_dropout`` is the per-(sample, present modality)
+    drop probability during training; a sample never loses its last modality."""
+
+    max_epochs: int = 150
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    patience: int = 25
+    modality_dropout: float = 0.0
+    grad_clip: float | None = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError("max_epochs, batch_size and patience must be >= 1")
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+class FittedModel(nn.Module):
+    """A trained method with the preprocessing it was trained under.
+
+    ``forward`` takes a *raw* batch (the units of the data set), standardises
+    present entries with the training statistics and runs the method, so the
+    preprocessing travels with the model (``state_dict`` holds both).
+    """
+
+    def __init__(self, standardizer: Standardizer, method: MissingModalityModel) -> None:
+        super().__init__()
+        self.standardizer = standardizer
+        self.method = method
+
+    @property
+    def spec(self) -> DatasetSpec:
+        return self.method.spec
+
+    def forward(self, batch: Batch) -> Output:
+        return self.method(self.standardizer(batch))
+
+    @torch.no_grad()
+    def predict_logits(self, data: MultimodalDataset | Batch, batch_size: int = 1024, validate: bool = False) -> Tensor:
+        """(N, C) logits for every sample of ``data``, in eval mode, on the model's device, returned on CPU."""
+        batch = data.as_batch() if isinstance(data, MultimodalDataset) else data
+        if validate:
+            validate_batch(batch, self.spec)
+        device = next(self.parameters(), torch.empty(0)).device
+        was_training = self.training
+        self.eval()
+        outs = [self(batch.select(slice(i, i + batch_size)).to(device)).logits.cpu()
+                for i in range(0, batch.size, batch_size)]
+        self.train(was_training)
+        return torch.cat(outs) if outs else torch.empty(0, self.spec.task.output_dim)
+
+
+@dataclass
+class FitResult:
+    """The fitted model and what happened: per-epoch history and the selected epoch per stage."""
+
+    model: FittedModel
+    history: list[dict] = field(default_factory=list)
+    best_epoch: dict[str, int] = field(default_factory=dict)
+    train_seconds: float = 0.0
+
+
+def drop_modalities(mask: Tensor, p: float, generator: torch.Generator) -> Tensor:
+    """Modality dropout: each present entry of the (B, M) mask is dropped with
+    probability ``p``; a sample that would lose all its modalities keeps one
+    present modality chosen uniformly. Returns a new (B, M) bool mask ⊆ ``mask``."""
+    if p <= 0:
+        return mask
+    drop = (torch.rand(mask.shape, generator=generator, device=mask.device) < p) & mask
+    kept = mask & ~drop
+    empty = ~kept.any(dim=1)
+    if empty.any():
+        # Random scores on present entries; the arg-max is a uniform present modality.
+        scores = torch.rand(mask.shape, generator=generator, device=mask.device).masked_fill(~mask, -1.0)
+        rescue = torch.zeros_like(mask).scatter_(1, scores.argmax(dim=1, keepdim=True), True)
+        kept = kept | (rescue & empty.unsqueeze(1))
+    return kept
+
+
+class Trainer:
+    """Trains a method on a (masked) training split with early stopping on the validation split.
+
+    ``device`` is chosen by the caller; ``on_epoch`` (optional) receives each
+    epoch's record, e.g. for a progress bar — the loop itself never prints.
+    """
+
+    def __init__(self, config: TrainConfig | None = None, device: str | torch.device = "cpu",
+                 on_epoch: Callable[[dict], None] | None = None) -> None:
+        self.config = config or TrainConfig()
+        self.device = torch.device(device)
+        self.on_epoch = on_epoch
+
+    def fit(self, method: MissingModalityModel, train: MultimodalDataset, val: MultimodalDataset,
+            seed: int = 0) -> FitResult:
+        import time
+
+        if method.info.needs_complete_train and not bool(train.mask.all()):
+            n_incomplete = int((~train.mask.all(dim=1)).sum())
+            raise ValueError(
+                f"method {getattr(method, 'method_name', type(method).__name__)!r} needs complete training "
+                f"samples, but {n_incomplete} of {len(train)} training samples are incomplete"
+            )
+        start = time.perf_counter()
+        standardizer = Standardizer(train.spec).fit(train.as_batch())
+        model = FittedModel(standardizer, method).to(self.device)
+        with torch.no_grad():
+            train_batch = standardizer(train.as_batch().to(self.device))
+            val_batch = standardizer(val.as_batch().to(self.device))
+        result = FitResult(model)
+        with seeded(seed):
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+            method.prepare(train_batch, standardizer)
+            for stage in method.stages():
+                method.set_stage(stage)
+                result.best_epoch[stage] = self._run_stage(method, stage, train_batch, val_batch, generator, result)
+        model.eval()
+        result.train_seconds = time.perf_counter() - start
+        return result
+
+    def _run_stage(self, method: MissingModalityModel, stage: str, train: Batch, val: Batch,
+                   generator: torch.Generator, result: FitResult) -> int:
+        cfg = self.config
+        params = [p for p in method.parameters() if p.requires_grad]
+        optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(method.state_dict())
+        n = train.size
+        for epoch in range(1, cfg.max_epochs + 1):
+            method.train()
+            order = torch.randperm(n, generator=generator, device=self.device)
+            total, steps = 0.0, 0
+            for i in range(0, n, cfg.batch_size):
+                batch = train.select(order[i:i + cfg.batch_size])
+                if cfg.modality_dropout > 0:
+                    batch = batch.with_mask(drop_modalities(batch.mask, cfg.modality_dropout, generator))
+                output = method(batch)
+                loss = sum(method.loss(batch, output).values())
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimiser.step()
+                total += float(loss.detach())
+                steps += 1
+            score, val_loss = self._validate(method, val)
+            record = {"stage": stage, "epoch": epoch, "train_loss": total / max(steps, 1),
+                      "val_loss": val_loss, "val_score": score}
+            result.history.append(record)
+            if self.on_epoch is not None:
+                self.on_epoch(record)
+            if score > best_score:
+                best_score, best_epoch = score, epoch
+                best_state = copy.deepcopy(method.state_dict())
+            elif epoch - best_epoch >= cfg.patience:
+                break
+        method.load_state_dict(best_state)
+        return best_epoch
+
+    @torch.no_grad()
+    def _validate(self, method: MissingModalityModel, val: Batch) -> tuple[float, float]:
+        """Selection score on the validation split: accuracy minus a tiny loss term as a
+        tie-break (classification), or minus the loss (regression). Higher is better."""
+        method.eval()
+        output = method(val)
+        loss = float(method.task_loss(output.logits, val.target))
+        if method.spec.task.kind == "classification":
+            accuracy = float((output.logits.argmax(dim=1) == val.target).float().mean())
+            return accuracy - 1e-3 * min(loss, 10.0), loss
+        return -loss, loss
