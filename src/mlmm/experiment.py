@@ -58,6 +58,15 @@ class ExperimentConfig:
         return Scenario(train=train_protocol, val=train_protocol, test=protocol(test_rate))
 
 
+def validate_config(config: ExperimentConfig, spec) -> None:
+    """Fail before any training if the scenario cannot be drawn for this dataset
+    (a rate above 1 - 1/M, an unknown modality in a subset, a wrong number of rates)."""
+    scenario = config.scenario()
+    rng = np.random.default_rng(0)
+    for role in ("train", "val", "test"):
+        scenario.protocol(role).sample(spec.n_modalities, np.zeros(4, dtype=np.int64), rng, spec.modality_names)
+
+
 def run_seed(config: ExperimentConfig, seed: int) -> dict:
     """Train and evaluate one seed; a JSON-ready record."""
     data = load_dataset(config.dataset)
@@ -120,7 +129,7 @@ def summarise(config: ExperimentConfig, records: list[dict]) -> dict:
 def run_experiment(config: ExperimentConfig, on_seed: Callable[[dict], None] | None = None) -> dict:
     """Run every seed of ``config`` and summarise. ``on_seed`` sees each seed's record
     as soon as it exists (the caller can persist it, so a crash loses nothing done)."""
-    config.scenario()  # fail fast on a bad protocol or rate before any training
+    validate_config(config, load_dataset(config.dataset).spec)
     records = []
     for seed in config.seeds:
         record = run_seed(config, seed)

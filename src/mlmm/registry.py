@@ -41,6 +41,12 @@ class Registry(Generic[T]):
             known = ", ".join(sorted(self._items)) or "none"
             raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` and return its component (for temporary registrations, e.g. in tests)."""
+        obj = self.get(name)
+        del self._items[name]
+        return obj
+
     def names(self) -> list[str]:
         return sorted(self._items)
 

@@ -19,7 +19,8 @@ from .spec import DatasetSpec
 
 @dataclass(frozen=True)
 class Batch:
-    """inputs: modality -> (B, ...) float tensor; mask: (B, M) bool; target: (B,) long or (B, K) float."""
+    """inputs: modality -> (B, ...) float tensor, keyed in mask-column order (spec order);
+    mask: (B, M) bool; target: (B,) long or (B, K) float."""
 
     inputs: Mapping[str, Tensor]
     mask: Tensor
@@ -56,6 +57,17 @@ class Batch:
         return Batch(inputs, mask, self.target)
 
 
+def make_batch(spec: DatasetSpec, inputs: Mapping[str, Tensor], mask: Tensor, target: Tensor | None = None) -> Batch:
+    """A validated ``Batch`` with inputs put in the spec's modality order (mask-column order)."""
+    unknown = sorted(set(inputs) - set(spec.modality_names))
+    if unknown:
+        raise ValueError(f"unknown modality {unknown[0]!r}; dataset {spec.name!r} has {', '.join(spec.modality_names)}")
+    ordered = {name: inputs[name] for name in spec.modality_names if name in inputs}
+    batch = Batch(ordered, mask, target)
+    validate_batch(batch, spec)
+    return batch
+
+
 def zero_masked(inputs: Mapping[str, Tensor], mask: Tensor, spec: DatasetSpec) -> dict[str, Tensor]:
     """Copy of ``inputs`` with every masked-out row set to 0 (NaN there is allowed and removed)."""
     out = {}
@@ -82,6 +94,13 @@ def validate_batch(batch: Batch, spec: DatasetSpec, *, allow_empty_samples: bool
     absent = [n for n in names if n not in batch.inputs]
     if absent:
         raise ValueError(f"modality {absent[0]!r} is absent from inputs (give zeros and mask it out instead)")
+    if tuple(batch.inputs) != names:
+        # Mask column j is modality j: keeping the dict in that order lets every
+        # consumer pair columns and inputs by position. make_batch reorders for you.
+        raise ValueError(
+            f"inputs must be keyed in the spec's modality order ({', '.join(names)}), got "
+            f"{', '.join(batch.inputs)}; build the batch with mlmm.data.batch.make_batch"
+        )
     mask = batch.mask
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
         raise ValueError(f"mask must be a bool tensor, got {getattr(mask, 'dtype', type(mask))}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,7 +35,7 @@ class MarginalisedLateEnsemble(MissingModalityModel):
         summary="one classifier per modality, probabilities averaged over present modalities",
     )
 
-    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.2) -> None:
+    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5) -> None:
         super().__init__(spec)
         if spec.task.kind != "classification":
             raise ValueError("late-ensemble averages class probabilities; it needs a classification task")
@@ -48,8 +50,12 @@ class MarginalisedLateEnsemble(MissingModalityModel):
         log_p = F.log_softmax(member_logits, dim=-1)
         # log Σ_m a_m p_m - log Σ_m a_m, computed in log space for stability.
         masked = log_p.masked_fill(~batch.mask.unsqueeze(-1), float("-inf"))
-        n_present = batch.mask.sum(dim=1, keepdim=True).clamp_min(1).to(log_p.dtype)
-        fused = torch.logsumexp(masked, dim=1) - n_present.log()
+        n_present = batch.mask.sum(dim=1, keepdim=True)
+        fused = torch.logsumexp(masked, dim=1) - n_present.clamp_min(1).to(log_p.dtype).log()
+        # Policy for a sample with no modality (the data layer rejects them, but the
+        # op stays total): no member votes, so the prediction is uniform, not -inf.
+        uniform = torch.full_like(fused, -math.log(fused.shape[1]))
+        fused = torch.where(n_present > 0, fused, uniform)
         return Output(fused, aux={"member_logits": member_logits})
 
     def loss(self, batch: Batch, output: Output) -> dict[str, Tensor]:

@@ -55,7 +55,7 @@ class MaskedMeanFusion(MissingModalityModel):
         summary="per-modality encoders, mean of present embeddings, MLP head",
     )
 
-    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.2) -> None:
+    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5) -> None:
         super().__init__(spec)
         self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
         self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)

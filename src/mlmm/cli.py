@@ -1,0 +1,244 @@
+"""The ``mlmm`` command line: datasets | methods | protocols | run | demo.
+
+The CLI owns I/O, paths, devices and seeds; the library underneath never
+prints. Bad input exits with code 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+from . import __version__
+from .data.registry import dataset_infos
+from .methods import METHODS
+from .missing import protocol_infos
+from .registry import UnknownNameError
+from .train.loop import TrainConfig
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """"0,1,2" or "0-4" -> (0, 1, 2, ...)."""
+    try:
+        if "-" in text.strip("-") and "," not in text:
+            lo, hi = text.split("-")
+            seeds = tuple(range(int(lo), int(hi) + 1))
+        else:
+            seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise UsageError(f"--seeds: cannot read {text!r}; give e.g. 0,1,2 or 0-4") from None
+    if not seeds:
+        raise UsageError("--seeds: no seed given")
+    return seeds
+
+
+def parse_floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"{flag}: cannot read {text!r}; give numbers separated by commas") from None
+
+
+def parse_params(items: Sequence[str]) -> dict:
+    """["embed_dim=64", "dropout=0.3"] -> {"embed_dim": 64, "dropout": 0.3} (values read as JSON when they parse)."""
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--param: expected KEY=VALUE, got {item!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=d.max_epochs, help="maximum epochs (early stopping on validation)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--patience", type=int, default=d.patience)
+    g.add_argument("--modality-dropout", type=float, default=d.modality_dropout,
+                   help="per-entry drop probability of present modalities during training (never drops all)")
+    g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="method hyper-parameter")
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                       patience=args.patience, modality_dropout=args.modality_dropout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mlmm", description="Multimodal learning with missing modalities.")
+    parser.add_argument("--version", action="version", version=f"mlmm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    for name, help_text in (("datasets", "list bundled datasets"), ("methods", "list registered methods"),
+                            ("protocols", "list missingness protocols and what their rates mean")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    run = sub.add_parser("run", help="train and evaluate methods under a missingness protocol")
+    run.add_argument("--dataset", required=True)
+    run.add_argument("--method", action="append", help="method name (repeat for several; default: every method)")
+    run.add_argument("--protocol", default="entry", help="missingness protocol (see `mlmm protocols`)")
+    run.add_argument("--rate", type=float, default=0.0, help="the protocol's rate, train, validation and test")
+    run.add_argument("--train-rate", type=float, help="rate for training and validation (overrides --rate)")
+    run.add_argument("--test-rate", type=float, help="rate for the test split (overrides --rate)")
+    run.add_argument("--rates", help="per-modality protocol: one rate per modality, comma-separated")
+    run.add_argument("--subset", help="fixed-subset protocol: modality names, comma-separated")
+    run.add_argument("--strength", type=float, help="mnar protocol: spread of per-class rates in [0, 1]")
+    run.add_argument("--split", default="fixed", help="fixed (as shipped; tmc for handwritten) or random (seeded 80/20)")
+    run.add_argument("--seeds", default="0", help="e.g. 0,1,2 or 0-4")
+    run.add_argument("--no-subsets", action="store_true", help="skip the evaluation on every modality subset")
+    run.add_argument("--json", action="store_true", help="print JSON (one object per method; a list for several)")
+    run.add_argument("--out", help="also write the JSON result to this file")
+    _add_training_flags(run)
+
+    demo = sub.add_parser("demo", help="the default benchmark: every method on handwritten at entry rates 0, 0.3, 0.5")
+    demo.add_argument("--out", default="mlmm-demo", help="folder for results.csv, results.json and report.md")
+    demo.add_argument("--dataset", default="handwritten")
+    demo.add_argument("--rates", default="0,0.3,0.5", help="entry rates, train and test")
+    demo.add_argument("--seeds", default="0,1,2")
+    demo.add_argument("--split", default="fixed")
+    demo.add_argument("--method", action="append", help="restrict to these methods (default: every method)")
+    demo.add_argument("--no-progress", action="store_true")
+    _add_training_flags(demo)
+    return parser
+
+
+def _methods(selected: Sequence[str] | None) -> list[str]:
+    names = list(selected) if selected else METHODS.names()
+    for name in names:
+        METHODS.get(name)  # unknown -> UnknownNameError listing the known ones
+    return names
+
+
+def cmd_listing(args: argparse.Namespace) -> None:
+    from .report import format_table
+
+    if args.command == "datasets":
+        infos = dataset_infos()
+        rows = [[d["name"], d.get("n_samples", "-"), d.get("modalities", "-"), d.get("description", "")] for d in infos]
+        header = ["dataset", "samples", "modalities", "description"]
+    elif args.command == "methods":
+        infos = [{"name": n, **METHODS.get(n).info.as_dict()} for n in METHODS.names()]
+        rows = [[d["name"], d["category"], d["fusion"], "yes" if d["recovers_missing"] else "no",
+                 "yes" if d["needs_complete_train"] else "no"] for d in infos]
+        header = ["method", "category", "fusion", "recovers missing", "needs complete train"]
+    else:
+        infos = protocol_infos()
+        rows = [[d["name"], d["definition"]] for d in infos]
+        header = ["protocol", "definition"]
+    if args.json:
+        print(json.dumps(infos, indent=2, default=str))
+    else:
+        print(format_table(header, [[_short(c) for c in row] for row in rows]))
+
+
+def _short(value: object, width: int = 110) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str) if isinstance(value, (list, dict)) else str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _experiment_config(args: argparse.Namespace, method: str):
+    from .experiment import ExperimentConfig
+
+    protocol_params: dict = {}
+    if args.rates:
+        protocol_params["rates"] = parse_floats(args.rates, "--rates")
+    if args.subset:
+        protocol_params["subset"] = [s.strip() for s in args.subset.split(",") if s.strip()]
+    if args.strength is not None:
+        protocol_params["strength"] = args.strength
+    return ExperimentConfig(
+        dataset=args.dataset, method=method, protocol=args.protocol, rate=args.rate, split=args.split,
+        seeds=parse_seeds(args.seeds), train_rate=args.train_rate, test_rate=args.test_rate,
+        protocol_params=protocol_params, method_params=parse_params(args.param), train=_train_config(args),
+        device=args.device, subsets=not args.no_subsets,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from .data.registry import load_dataset
+    from .experiment import run_experiment, validate_config
+    from .report import results_table, subsets_table
+
+    spec = load_dataset(args.dataset).spec  # unknown dataset -> one clear line before anything else
+    configs = [_experiment_config(args, m) for m in _methods(args.method)]
+    for config in configs:
+        validate_config(config, spec)  # protocol, rates and subsets checked before any training
+    results = []
+    with _progress(len(configs) * len(configs[0].seeds), disable=args.json) as bar:
+        for config in configs:
+            bar.set_description(config.method)
+            results.append(run_experiment(config, on_seed=lambda record: bar.update(1)))
+    payload = results[0] if len(results) == 1 else results
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(payload, f, indent=2)
+    if args.json:
+        print(json.dumps(payload, indent=2))
+        return
+    print(results_table(results))
+    for r in results:
+        if "subsets" in r:
+            print(f"\n{r['method']}: every modality subset of the complete test split (trained at rate {r['train_rate']:g})")
+            print(subsets_table(r))
+
+
+def _progress(total: int, disable: bool = False):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="fit", file=sys.stderr, disable=disable, dynamic_ncols=True)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    out = run_demo(
+        out_dir=args.out, dataset=args.dataset, rates=parse_floats(args.rates, "--rates"),
+        seeds=parse_seeds(args.seeds), split=args.split, methods=_methods(args.method),
+        train=_train_config(args), device=args.device, method_params=parse_params(args.param),
+        progress=None if args.no_progress else _progress,
+    )
+    print(out.table)
+    print(f"\nwrote {out.report_path}, {out.csv_path} and {out.json_path} ({out.seconds:.0f} s)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        handler = {"run": cmd_run, "demo": cmd_demo}.get(args.command, cmd_listing)
+        handler(args)
+    except (UsageError, UnknownNameError, ValueError, OSError) as err:
+        if os.environ.get("MLMM_DEBUG"):
+            raise
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"mlmm: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mlmm: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
