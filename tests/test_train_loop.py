@@ -107,9 +107,10 @@ def test_drop_modalities_is_deterministic_per_generator():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(max_epochs=0), "max_epochs, batch_size and patience must be >= 1"),
-        (dict(batch_size=0), "max_epochs, batch_size and patience must be >= 1"),
-        (dict(patience=0), "max_epochs, batch_size and patience must be >= 1"),
+        (dict(max_epochs=0), "max_epochs must be >= 1"),
+        (dict(batch_size=0), "batch_size must be >= 1"),
+        (dict(patience=0), "patience must be >= 1"),
+        (dict(min_steps_per_epoch=0), "min_steps_per_epoch must be >= 1"),
         (dict(modality_dropout=1.0), r"modality_dropout must be in \[0, 1\)"),
         (dict(modality_dropout=-0.1), r"modality_dropout must be in \[0, 1\)"),
         (dict(lr=0.0), "lr must be > 0"),
@@ -261,3 +262,13 @@ def test_fitted_model_standardises_with_training_statistics(splits):
     rebuilt.load_state_dict(fit.model.state_dict())
     rebuilt.eval()
     assert torch.allclose(rebuilt.predict_logits(test), fit.model.predict_logits(test), atol=1e-6)
+
+
+def test_small_training_splits_get_smaller_batches() -> None:
+    from mlmm.train.loop import effective_batch_size
+
+    config = TrainConfig(batch_size=128, min_steps_per_epoch=10)
+    assert effective_batch_size(5000, config) == 128
+    assert effective_batch_size(320, config) == 32  # 10 steps an epoch
+    assert effective_batch_size(32, config) == 8  # never below 8
+    assert effective_batch_size(32, TrainConfig(batch_size=4)) == 4  # never above the asked size

@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Sequence
 
+import torch
+
 from . import __version__
 from .data.registry import dataset_infos
 from .methods import METHODS
@@ -75,13 +77,19 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=int, default=d.patience)
     g.add_argument("--modality-dropout", type=float, default=d.modality_dropout,
                    help="per-entry drop probability of present modalities during training (never drops all)")
+    g.add_argument("--min-steps-per-epoch", type=int, default=d.min_steps_per_epoch,
+                   help="small training splits get batches down to 8 samples so an epoch has up to this many steps")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    g.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: these models are too small to gain from more, "
+                        "and extra threads slow down sharply when the cores are busy)")
     g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="method hyper-parameter")
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                       patience=args.patience, modality_dropout=args.modality_dropout)
+                       patience=args.patience, modality_dropout=args.modality_dropout,
+                       min_steps_per_epoch=args.min_steps_per_epoch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,6 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if getattr(args, "threads", None):
+            if args.threads < 1:
+                raise UsageError("--threads must be >= 1")
+            torch.set_num_threads(args.threads)
         handler = {"run": cmd_run, "demo": cmd_demo}.get(args.command, cmd_listing)
         handler(args)
     except (UsageError, UnknownNameError, ValueError, OSError) as err:

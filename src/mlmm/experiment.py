@@ -24,6 +24,8 @@ from .missing import Scenario, make_protocol
 from .train.loop import TrainConfig, Trainer, build_method
 
 METRIC_NAMES = ("accuracy", "macro_f1")
+#: Protocols whose missingness is set by their own parameters, not by a single rate.
+RATELESS_PROTOCOLS = ("none", "fixed-subset", "per-modality")
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,13 @@ class ExperimentConfig:
     subsets: bool = True
 
     def scenario(self) -> Scenario:
+        rates = [r for r in (self.rate, self.train_rate, self.test_rate) if r]
+        if self.protocol in RATELESS_PROTOCOLS and rates:
+            raise ValueError(f"protocol {self.protocol!r} takes no rate (got {rates[0]:g}); "
+                             "see `mlmm protocols` for its parameters")
+
         def protocol(rate: float):
-            if self.protocol in ("none", "fixed-subset", "per-modality"):
+            if self.protocol in RATELESS_PROTOCOLS:
                 return make_protocol(self.protocol, **self.protocol_params)
             return make_protocol(self.protocol, rate=rate, **self.protocol_params)
 

@@ -290,10 +290,16 @@ class LabelMNAR(MissingnessProtocol):
         return {"rate": self.rate, "strength": self.strength}
 
 
+def _init_parameters(cls: type) -> list[inspect.Parameter]:
+    """The named parameters of ``cls.__init__`` (none for a protocol without its own ``__init__``)."""
+    return [p for p in inspect.signature(cls.__init__).parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
 def make_protocol(name: str, **params) -> MissingnessProtocol:
     """Build the protocol registered as ``name``; unknown names or parameters raise with the known ones."""
     cls = PROTOCOLS.get(name)
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    accepted = [p.name for p in _init_parameters(cls)]
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ValueError(
@@ -308,9 +314,7 @@ def protocol_infos() -> list[dict]:
     for name in PROTOCOLS.names():
         cls = PROTOCOLS.get(name)
         parameters = []
-        for p in inspect.signature(cls.__init__).parameters.values():
-            if p.name == "self":
-                continue
+        for p in _init_parameters(cls):
             required = p.default is inspect.Parameter.empty
             parameters.append(
                 {

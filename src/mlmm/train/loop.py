@@ -58,11 +58,16 @@ class TrainConfig:
     # cheapest robustness to missing modalities (0.3 chosen on handwritten's
     # validation split; set 0 to train on the given masks only).
     modality_dropout: float = 0.3
+    # Small training splits get smaller batches, down to 8 samples, so that an epoch
+    # has up to this many optimisation steps: with 32 training samples and batch 128,
+    # one epoch would be one step, and 100 epochs 100 steps in all.
+    min_steps_per_epoch: int = 10
     grad_clip: float | None = 5.0
 
     def __post_init__(self) -> None:
-        if self.max_epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise ValueError("max_epochs, batch_size and patience must be >= 1")
+        for name in ("max_epochs", "batch_size", "patience", "min_steps_per_epoch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
         if self.lr <= 0:
@@ -114,6 +119,12 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: dict[str, int] = field(default_factory=dict)
     train_seconds: float = 0.0
+
+
+def effective_batch_size(n_train: int, config: TrainConfig) -> int:
+    """``config.batch_size``, shrunk (never below 8) so that an epoch over ``n_train``
+    samples has up to ``config.min_steps_per_epoch`` steps."""
+    return max(min(config.batch_size, 8), min(config.batch_size, n_train // config.min_steps_per_epoch))
 
 
 def drop_modalities(mask: Tensor, p: float, generator: torch.Generator) -> Tensor:
@@ -182,12 +193,13 @@ class Trainer:
         optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
         best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(method.state_dict())
         n = train.size
+        batch_size = effective_batch_size(n, cfg)
         for epoch in range(1, cfg.max_epochs + 1):
             method.train()
             order = torch.randperm(n, generator=generator, device=self.device)
             total, steps = 0.0, 0
-            for i in range(0, n, cfg.batch_size):
-                batch = train.select(order[i:i + cfg.batch_size])
+            for i in range(0, n, batch_size):
+                batch = train.select(order[i:i + batch_size])
                 if cfg.modality_dropout > 0:
                     batch = batch.with_mask(drop_modalities(batch.mask, cfg.modality_dropout, generator))
                 output = method(batch)

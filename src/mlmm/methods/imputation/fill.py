@@ -41,7 +41,7 @@ def early_fusion_layout(spec: DatasetSpec) -> ModalitySpec:
 class FillEarlyFusion(MissingModalityModel, abc.ABC):
     """Abstract: subclasses define the fill value f_m of every modality in ``fill_values``."""
 
-    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int = 256, dropout: float = 0.5) -> None:
+    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5) -> None:
         super().__init__(spec)
         self.layout = early_fusion_layout(spec)
         self.encoder = build_encoder(self.layout, embed_dim, hidden=hidden, dropout=dropout)
