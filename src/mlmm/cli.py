@@ -189,6 +189,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     from .report import results_table, subsets_table
 
     spec = load_dataset(args.dataset).spec  # unknown dataset -> one clear line before anything else
+    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise UsageError(f"--out: folder of {args.out!r} does not exist")  # say so before hours of training
     configs = [_experiment_config(args, m) for m in _methods(args.method)]
     for config in configs:
         validate_config(config, spec)  # protocol, rates and subsets checked before any training

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .data.registry import load_dataset
-from .data.splits import make_splits
+from .data.splits import SPLIT_KINDS, make_splits
 from .metrics.evaluate import evaluate, evaluate_subsets
 from .metrics.task import summarise_seeds
 from .missing import Scenario, make_protocol
@@ -68,6 +68,8 @@ class ExperimentConfig:
 def validate_config(config: ExperimentConfig, spec) -> None:
     """Fail before any training if the scenario cannot be drawn for this dataset
     (a rate above 1 - 1/M, an unknown modality in a subset, a wrong number of rates)."""
+    if config.split not in SPLIT_KINDS:
+        raise ValueError(f"unknown split {config.split!r}; known: {', '.join(SPLIT_KINDS)}")
     scenario = config.scenario()
     rng = np.random.default_rng(0)
     for role in ("train", "val", "test"):
