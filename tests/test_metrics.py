@@ -19,14 +19,6 @@ from mlmm.metrics.task import classification_metrics, summarise_seeds
 from mlmm.train.loop import FittedModel, TrainConfig, Trainer, build_method
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _logits_for(pred: list[int], n_classes: int) -> np.ndarray:
     return np.eye(n_classes)[pred] * 2.0 - 1.0
 

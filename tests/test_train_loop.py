@@ -17,15 +17,6 @@ from mlmm.train.loop import FittedModel, TrainConfig, Trainer, build_method, dro
 SMALL = dict(embed_dim=16, hidden=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add contention (and seconds) on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def splits():
     data = make_synthetic(n_samples=120, n_classes=3, n_modalities=3, dims=4, informativeness=1.0, noise=1.0, seed=0)
@@ -148,7 +139,7 @@ def test_fit_is_deterministic_and_leaves_global_rngs_alone(splits):
 
 def test_fit_history_and_early_stopping_restore_best_epoch(splits):
     _, val, _ = splits
-    cfg = TrainConfig(max_epochs=40, batch_size=16, patience=3, lr=1e-2)
+    cfg = TrainConfig(max_epochs=40, batch_size=16, patience=3, lr=1e-2, select_on="accuracy")
     seen = []
     train, _, _ = splits
     model = build_method("masked-mean", train.spec, seed=0, **SMALL)
@@ -272,3 +263,16 @@ def test_small_training_splits_get_smaller_batches() -> None:
     assert effective_batch_size(320, config) == 32  # 10 steps an epoch
     assert effective_batch_size(32, config) == 8  # never below 8
     assert effective_batch_size(32, TrainConfig(batch_size=4)) == 4  # never above the asked size
+
+
+@pytest.mark.parametrize("select_on", ["loss", "accuracy"])
+def test_selection_criterion_picks_the_best_epoch_of_its_own_score(select_on: str, splits) -> None:
+    train, val, _ = splits
+    method = build_method("masked-mean", train.spec, seed=0, **SMALL)
+    fit = Trainer(TrainConfig(max_epochs=6, patience=6, select_on=select_on)).fit(method, train, val, seed=0)
+    history = fit.history
+    best = fit.best_epoch["main"]
+    if select_on == "loss":
+        assert history[best - 1]["val_loss"] == min(h["val_loss"] for h in history)
+    else:
+        assert history[best - 1]["val_score"] == max(h["val_score"] for h in history)

