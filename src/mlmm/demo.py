@@ -20,6 +20,12 @@ from .report import pivot_table, results_table
 from .train.loop import TrainConfig
 
 
+#: The demo's default methods: the foundation baselines, one or two per family, chosen so the
+#: whole grid (x 3 rates x 3 seeds) takes a few minutes on 2 cores. ``mlmm demo --all-methods``
+#: runs every registered method instead; as the zoo grows that becomes far slower.
+DEMO_METHODS = ("zero-fill", "mean-fill", "masked-mean", "late-ensemble")
+
+
 @dataclass
 class DemoOutput:
     results: list[dict]

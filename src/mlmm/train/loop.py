@@ -194,9 +194,9 @@ class Trainer:
                    generator: torch.Generator, result: FitResult) -> int:
         cfg = self.config
         params = [p for p in method.parameters() if p.requires_grad]
-        # foreach: one multi-tensor kernel per step instead of a Python loop over
-        # parameters (torch picks it only on CUDA by default); ~20% of a CPU step here.
-        optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+        # torch's default implementation: forcing foreach=True measured x1.01 on CPU
+        # (benchmarks/bench_train_step.py), so it is not worth a special case.
+        optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(method.state_dict())
         n = train.size
         batch_size = effective_batch_size(n, cfg)

@@ -16,3 +16,35 @@ def masked_mean(z: Tensor, mask: Tensor) -> Tensor:
     w = mask.unsqueeze(-1)
     total = torch.where(w, z, torch.zeros((), dtype=z.dtype, device=z.device)).sum(dim=1)
     return total / mask.sum(dim=1, keepdim=True).clamp_min(1).to(z.dtype)
+
+
+def masked_max(z: Tensor, mask: Tensor) -> Tensor:
+    """Element-wise maximum over present modalities.
+
+    z: (B, M, D) embeddings (values at missing slots are ignored, even NaN or inf);
+    mask: (B, M) bool. Returns (B, D) with out[b, d] = max_{m : mask[b, m]} z[b, m, d].
+    A sample with no modality gets zeros. The gradient reaches only the
+    selected (arg-max) entry of each element.
+    """
+    w = mask.unsqueeze(-1)
+    neg_inf = torch.full((), float("-inf"), dtype=z.dtype, device=z.device)
+    best = torch.where(w, z, neg_inf).max(dim=1).values
+    return torch.where(mask.any(dim=1, keepdim=True), best, torch.zeros((), dtype=z.dtype, device=z.device))
+
+
+def sign_max(z: Tensor, mask: Tensor) -> Tensor:
+    """Per element, the present value of largest magnitude, sign kept ("sign-max" pooling).
+
+    z: (B, M, D) embeddings (values at missing slots are ignored, even NaN or inf);
+    mask: (B, M) bool. Returns (B, D) with out[b, d] = z[b, m*, d] where
+    m* = argmax_{m : mask[b, m]} |z[b, m, d]| (first such m on a tie, e.g. +3 vs -3).
+    A sample with no modality gets zeros. The gradient reaches only the selected entry.
+    """
+    w = mask.unsqueeze(-1)
+    zero = torch.zeros((), dtype=z.dtype, device=z.device)
+    present = torch.where(w, z, zero)
+    # Missing slots score -1 < 0 <= |z| of any present value, so they are never picked
+    # while a modality is present; with none present, index 0 picks a zeroed slot.
+    score = torch.where(w, present.abs(), torch.full((), -1.0, dtype=z.dtype, device=z.device))
+    index = score.argmax(dim=1, keepdim=True)  # (B, 1, D)
+    return present.gather(1, index).squeeze(1)

@@ -55,10 +55,13 @@ class MaskedMeanFusion(MissingModalityModel):
         summary="per-modality encoders, mean of present embeddings, MLP head",
     )
 
+    #: (B, M, D) embeddings, (B, M) mask -> (B, D); subclasses swap the pooling (see pooling.py).
+    pool = staticmethod(masked_mean)
+
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5) -> None:
         super().__init__(spec)
         self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
         self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
 
     def forward(self, batch: Batch) -> Output:
-        return Output(self.head(masked_mean(self.encoders(batch), batch.mask)))
+        return Output(self.head(self.pool(self.encoders(batch), batch.mask)))
