@@ -168,6 +168,13 @@ def _concat(*batches: Batch) -> Batch:
     )
 
 
+def _subset_cases(setup: "_Setup", names: tuple[str, ...]) -> list[tuple[str, Batch]]:
+    """(label, batch) for every one of the 2^M - 1 subsets of the full batch, plus the mixed batch."""
+    cases = [("+".join(names[j] for j in sub), _only(setup.full, sub)) for sub in all_subsets(len(names))]
+    cases.append(("a batch mixing all subsets", setup.mixed))
+    return cases
+
+
 class _Setup:
     """A method built with ``seed`` and prepared on a masked, standardised training split.
 
@@ -366,10 +373,7 @@ def check_all_subsets_finite(name: str, data: MultimodalDataset, params: Mapping
     subsets, in eval and train mode, and for a batch mixing all subsets."""
     where = _where(name, data, "all_subsets_finite")
     s = _Setup(name, data, params)
-    names = data.spec.modality_names
-    cases = [("+".join(names[j] for j in sub), _only(s.full, sub)) for sub in all_subsets(len(names))]
-    cases.append(("a batch mixing all subsets", s.mixed))
-    for label, batch in cases:
+    for label, batch in _subset_cases(s, data.spec.modality_names):
         for train in (False, True):
             with torch.no_grad():
                 out = _forward(s.method, batch, train=train)
@@ -582,10 +586,7 @@ def check_loss_finite_all_subsets(name: str, data: MultimodalDataset,
     every modality subset and a mixed batch, in train and eval mode."""
     where = _where(name, data, "loss_finite_all_subsets")
     s = _Setup(name, data, params)
-    names = data.spec.modality_names
-    cases = [("+".join(names[j] for j in sub), _only(s.full, sub)) for sub in all_subsets(len(names))]
-    cases.append(("a batch mixing all subsets", s.mixed))
-    for label, batch in cases:
+    for label, batch in _subset_cases(s, data.spec.modality_names):
         for train in (True, False):
             _gradients(s.method, batch, where, f"subset {label} ({'train' if train else 'eval'} mode)", train=train)
 
