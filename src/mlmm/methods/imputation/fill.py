@@ -58,12 +58,17 @@ class FillEarlyFusion(MissingModalityModel, abc.ABC):
             getattr(self, f"fill_{name}").copy_(value)
 
     def fuse(self, batch: Batch) -> Tensor:
-        """Filled modalities + indicators -> the early-fusion tensor (B, *layout.shape)."""
+        """Constant-filled modalities + indicators -> the early-fusion tensor (B, *layout.shape)."""
         filled = []
         for j, m in enumerate(self.spec.modalities):
             x = batch.inputs[m.name]
             filled.append(torch.where(mask_column(batch.mask, j, x.dim()), x, getattr(self, f"fill_{m.name}")))
-        indicators = batch.mask.to(filled[0].dtype)
+        return self.concatenate(filled, batch.mask)
+
+    def concatenate(self, filled: list[Tensor], mask: Tensor) -> Tensor:
+        """Per-modality filled inputs (B, *shape_m) in spec order + the (B, M) mask as
+        indicators -> the early-fusion tensor (B, *layout.shape)."""
+        indicators = mask.to(filled[0].dtype)
         if self.layout.kind == "sequence":
             steps = self.layout.shape[0]
             return torch.cat(filled + [indicators.unsqueeze(1).expand(-1, steps, -1)], dim=2)
