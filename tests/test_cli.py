@@ -79,6 +79,8 @@ def test_run_prints_a_table_and_subsets(capsys) -> None:
         (["run", "--dataset", "synthetic", "--split", "weird"], "unknown split 'weird'"),
         (["run", "--dataset", "synthetic", "--param", "novalue"], "KEY=VALUE"),
         (["run"], "--dataset"),
+        (["demo", "--all-methods", "--method", "masked-mean"], "either --method or --all-methods"),
+        (["run", "--dataset", "synthetic", "--threads", "0"], "--threads"),
         (["frobnicate"], "invalid choice"),
     ],
 )

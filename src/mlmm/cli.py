@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        if getattr(args, "threads", None):
+        if getattr(args, "threads", None) is not None:
             if args.threads < 1:
                 raise UsageError("--threads must be >= 1")
             torch.set_num_threads(args.threads)
