@@ -15,6 +15,7 @@ from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, Output, mask_column
+from .._parts.memory_bank import TrainingBankMixin
 from ..registry import register_method
 from .fill import FillEarlyFusion
 
@@ -23,7 +24,7 @@ _CHUNK_ELEMENTS = 1 << 24
 
 
 @register_method("retrieval-fill")
-class RetrievalFill(FillEarlyFusion):
+class RetrievalFill(TrainingBankMixin, FillEarlyFusion):
     """Retrieval-based modality composition: a missing modality is filled with the inputs of
     training samples, same-class ones at training time and nearest neighbours at test time;
     then mask indicators and early fusion as in ``mean-fill``.
@@ -99,14 +100,8 @@ class RetrievalFill(FillEarlyFusion):
         super().__init__(spec, embed_dim=embed_dim, hidden=hidden, dropout=dropout)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        if bank_size < 1:
-            raise ValueError(f"bank_size must be >= 1, got {bank_size}")
-        self.k, self.bank_size, self.bank_seed = int(k), int(bank_size), int(bank_seed)
-        for j, m in enumerate(spec.modalities):
-            self.register_buffer(f"bank_x{j}", torch.zeros(0, *m.shape))
-        self.register_buffer("bank_mask", torch.zeros(0, spec.n_modalities, dtype=torch.bool))
-        self.register_buffer("bank_class", torch.zeros(0, dtype=torch.long))
-        self.register_buffer("bank_rows", torch.zeros(0, dtype=torch.long))
+        self.k = int(k)
+        self.init_bank(bank_size, bank_seed)
 
     # ------------------------------------------------------------ bank
 
@@ -118,41 +113,10 @@ class RetrievalFill(FillEarlyFusion):
             values[m.name] = present.mean(dim=0) if present.shape[0] else torch.zeros(m.shape)
         return values
 
-    def _bank_inputs(self) -> list[Tensor]:
-        return [getattr(self, f"bank_x{j}") for j in range(self.spec.n_modalities)]
-
     def prepare(self, train: Batch, standardizer: Standardizer) -> None:
         """Mean fill values, and a seeded subsample (<= ``bank_size`` rows) of the training set as the bank."""
         super().prepare(train, standardizer)
-        device = train.mask.device
-        rows = torch.nonzero(train.mask.any(dim=1)).flatten().cpu()
-        if rows.numel() > self.bank_size:
-            g = torch.Generator().manual_seed(self.bank_seed)
-            rows = rows[torch.randperm(rows.numel(), generator=g)[: self.bank_size]].sort().values
-        rows = rows.to(device)
-        mask = train.mask[rows]
-        for j, m in enumerate(self.spec.modalities):
-            x = train.inputs[m.name][rows].detach()
-            x = torch.where(mask_column(mask, j, x.dim()), x, torch.zeros((), dtype=x.dtype, device=x.device))
-            setattr(self, f"bank_x{j}", x.to(getattr(self, f"bank_x{j}").dtype).clone())
-        if self.spec.task.kind == "classification" and train.target is not None:
-            self.bank_class = train.target[rows].to(torch.long).clone()
-        else:
-            self.bank_class = torch.zeros(rows.numel(), dtype=torch.long, device=device)
-        self.bank_mask = mask.clone()
-        self.bank_rows = rows.clone()
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs) -> None:
-        # The bank's size is data-dependent: resize the buffers to the saved ones before loading.
-        names = [f"bank_x{j}" for j in range(self.spec.n_modalities)] + ["bank_mask", "bank_class", "bank_rows"]
-        for name in names:
-            saved = state_dict.get(prefix + name)
-            own = self._buffers.get(name)
-            if isinstance(saved, Tensor) and own is not None and saved.shape != own.shape:
-                self._buffers[name] = torch.empty(saved.shape, dtype=own.dtype, device=own.device)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        self.fill_bank(train)
 
     # ------------------------------------------------------------ retrieval
 
@@ -165,14 +129,6 @@ class RetrievalFill(FillEarlyFusion):
                                    torch.zeros((), dtype=x.dtype, device=x.device)))
         return out
 
-    def _same_rows(self, xs: list[Tensor], mask: Tensor) -> Tensor:
-        """(B, N) True where bank row n equals sample b on every modality b holds."""
-        same = torch.ones(mask.shape[0], self.bank_mask.shape[0], dtype=torch.bool, device=mask.device)
-        for j, (x, bx) in enumerate(zip(xs, self._bank_inputs())):
-            equal = (x.flatten(1).unsqueeze(1) == bx.flatten(1).unsqueeze(0)).all(dim=2) & self.bank_mask[:, j]
-            same &= ~mask[:, j].unsqueeze(1) | equal
-        return same
-
     def distances(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """``(d, n_shared)``: (B, N) mean over shared modalities of the per-modality mean squared
         distance to every bank row (0 where nothing is shared), and (B, N) the shared counts."""
@@ -182,7 +138,7 @@ class RetrievalFill(FillEarlyFusion):
         dtype = xs[0].dtype
         total = torch.zeros(mask.shape[0], n_bank, dtype=dtype, device=mask.device)
         shared = mask.unsqueeze(2) & self.bank_mask.t().unsqueeze(0)  # (B, M, N)
-        for j, (x, bx) in enumerate(zip(xs, self._bank_inputs())):
+        for j, (x, bx) in enumerate(zip(xs, self.bank_inputs())):
             q, b = x.flatten(1), bx.flatten(1).to(dtype)
             step = max(1, _CHUNK_ELEMENTS // max(1, n_bank * q.shape[1]))
             # Elementwise differences (not the |x|^2 - 2xy + |y|^2 expansion) keep each row's
@@ -207,7 +163,7 @@ class RetrievalFill(FillEarlyFusion):
                 if batch.target is not None and self.spec.task.kind == "classification":
                     same_class = batch.target.reshape(-1, 1).to(torch.long) == self.bank_class.unsqueeze(0)
                     eligible = eligible & same_class.unsqueeze(1)
-                eligible = eligible & ~self._same_rows(self._present_inputs(batch), mask).unsqueeze(1)
+                eligible = eligible & ~self.same_rows(self._present_inputs(batch), mask).unsqueeze(1)
                 # Uniform choice among eligible rows: argmax of i.i.d. uniform scores (fixed-shape draw).
                 scores = torch.rand(mask.shape[0], n_mod, max(1, n_bank), device=mask.device)[..., :n_bank]
                 scores = torch.where(eligible, scores, torch.full((), -1.0, device=mask.device))
@@ -229,7 +185,7 @@ class RetrievalFill(FillEarlyFusion):
         mask = batch.mask
         index, valid = self.fill_rows(batch)
         filled, used = [], []
-        for j, (m, bx) in enumerate(zip(self.spec.modalities, self._bank_inputs())):
+        for j, (m, bx) in enumerate(zip(self.spec.modalities, self.bank_inputs())):
             x = batch.inputs[m.name]
             idx, ok = index[:, j], valid[:, j]  # (B, K')
             count = ok.sum(dim=1)

@@ -12,12 +12,13 @@ from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output, mask_column
 from .._parts.heads import mlp_head
 from .._parts.pooling import masked_mean
+from .._parts.memory_bank import TrainingBankMixin
 from ..registry import register_method
 from .composition import PerModalityEncoders
 
 
 @register_method("embedding-retrieval")
-class EmbeddingRetrieval(MissingModalityModel):
+class EmbeddingRetrieval(TrainingBankMixin, MissingModalityModel):
     """Masked-mean fusion whose missing embeddings are filled by top-K retrieval from a training memory bank.
 
     Paper: retrieval-based representation composition with a feature pool
@@ -76,55 +77,26 @@ class EmbeddingRetrieval(MissingModalityModel):
         super().__init__(spec)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        if bank_size < 1:
-            raise ValueError(f"bank_size must be >= 1, got {bank_size}")
-        self.k, self.bank_size, self.bank_seed = int(k), int(bank_size), int(bank_seed)
+        self.k = int(k)
         self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
         self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
-        for j, m in enumerate(spec.modalities):
-            self.register_buffer(f"bank_x{j}", torch.zeros(0, *m.shape))
-        self.register_buffer("bank_mask", torch.zeros(0, spec.n_modalities, dtype=torch.bool))
-        self.register_buffer("bank_rows", torch.zeros(0, dtype=torch.long))
+        self.init_bank(bank_size, bank_seed)
         self._cache: tuple[tuple, Tensor] | None = None
 
     # ------------------------------------------------------------ bank
 
-    def _bank_inputs(self) -> list[Tensor]:
-        return [getattr(self, f"bank_x{j}") for j in range(self.spec.n_modalities)]
-
     def prepare(self, train: Batch, standardizer: Standardizer) -> None:
         """Store a seeded subsample (<= ``bank_size`` rows) of the standardised training set as the bank."""
-        device = train.mask.device
-        rows = torch.nonzero(train.mask.any(dim=1)).flatten().cpu()
-        if rows.numel() > self.bank_size:
-            g = torch.Generator().manual_seed(self.bank_seed)
-            rows = rows[torch.randperm(rows.numel(), generator=g)[: self.bank_size]].sort().values
-        rows = rows.to(device)
-        mask = train.mask[rows]
-        for j, m in enumerate(self.spec.modalities):
-            x = train.inputs[m.name][rows].detach()
-            x = torch.where(mask_column(mask, j, x.dim()), x, torch.zeros((), dtype=x.dtype, device=x.device))
-            setattr(self, f"bank_x{j}", x.to(getattr(self, f"bank_x{j}").dtype).clone())
-        self.bank_mask = mask.clone()
-        self.bank_rows = rows.clone()
+        self.fill_bank(train)
         self._cache = None
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs) -> None:
-        # The bank's size is data-dependent: resize the buffers to the saved ones before loading.
-        names = [f"bank_x{j}" for j in range(self.spec.n_modalities)] + ["bank_mask", "bank_rows"]
-        for name in names:
-            saved = state_dict.get(prefix + name)
-            own = self._buffers.get(name)
-            if isinstance(saved, Tensor) and own is not None and saved.shape != own.shape:
-                self._buffers[name] = torch.empty(saved.shape, dtype=own.dtype, device=own.device)
-        self._cache = None
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._cache = None  # the bank (resized by TrainingBankMixin) and encoders are replaced
+        super()._load_from_state_dict(*args, **kwargs)
 
     def bank_embeddings(self) -> Tensor:
         """(N, M, D) embeddings of the bank under the current encoders (eval mode, no grad, cached)."""
-        tensors = [*self.encoders.parameters(), *self.encoders.buffers(), *self._bank_inputs(), self.bank_mask]
+        tensors = [*self.encoders.parameters(), *self.encoders.buffers(), *self.bank_inputs(), self.bank_mask]
         key = tuple((t.device, t.data_ptr(), t._version) for t in tensors)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
@@ -133,7 +105,7 @@ class EmbeddingRetrieval(MissingModalityModel):
         try:
             with torch.no_grad():
                 names = self.spec.modality_names
-                bank = Batch(dict(zip(names, self._bank_inputs())), self.bank_mask)
+                bank = Batch(dict(zip(names, self.bank_inputs())), self.bank_mask)
                 z = self.encoders(bank)
         finally:
             self.encoders.train(was_training)
@@ -141,15 +113,10 @@ class EmbeddingRetrieval(MissingModalityModel):
         return z
 
     def _same_rows(self, batch: Batch) -> Tensor:
-        """(B, N) True where bank row n equals sample b on every modality b holds."""
-        same = torch.ones(batch.size, self.bank_mask.shape[0], dtype=torch.bool, device=batch.mask.device)
-        for j, (m, bx) in enumerate(zip(self.spec.modalities, self._bank_inputs())):
-            x = batch.inputs[m.name]
-            held = batch.mask[:, j]
-            x = torch.where(mask_column(batch.mask, j, x.dim()), x, torch.zeros((), dtype=x.dtype, device=x.device))
-            equal = (x.flatten(1).unsqueeze(1) == bx.flatten(1).unsqueeze(0)).all(dim=2) & self.bank_mask[:, j]
-            same &= ~held.unsqueeze(1) | equal
-        return same
+        """(B, N) True where bank row n is sample b itself (see ``TrainingBankMixin.same_rows``)."""
+        xs = [torch.where(mask_column(batch.mask, j, x.dim()), x, torch.zeros((), dtype=x.dtype, device=x.device))
+              for j, x in enumerate(batch.inputs.values())]
+        return self.same_rows(xs, batch.mask)
 
     def retrieve(self, batch: Batch, z: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Top-K bank neighbours per (sample, modality).

@@ -1,0 +1,79 @@
+"""A memory bank of standardised training rows, shared by the retrieval methods.
+
+Mixed into a ``MissingModalityModel``: buffers ``bank_x{j}`` (N, *shape_j),
+``bank_mask`` (N, M), ``bank_class`` (N,) and ``bank_rows`` (N,, indices into
+the training split), all saved in ``state_dict``. The bank's size depends on
+the data, so loading resizes the buffers first.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ...data.batch import Batch
+from ..base import mask_column
+
+_BANK_BUFFERS = ("bank_mask", "bank_class", "bank_rows")
+
+
+class TrainingBankMixin:
+    """Call ``init_bank(bank_size, bank_seed)`` in ``__init__`` and ``fill_bank(train)`` in ``prepare``."""
+
+    def init_bank(self, bank_size: int, bank_seed: int) -> None:
+        if bank_size < 1:
+            raise ValueError(f"bank_size must be >= 1, got {bank_size}")
+        self.bank_size, self.bank_seed = int(bank_size), int(bank_seed)
+        for j, m in enumerate(self.spec.modalities):
+            self.register_buffer(f"bank_x{j}", torch.zeros(0, *m.shape))
+        self.register_buffer("bank_mask", torch.zeros(0, self.spec.n_modalities, dtype=torch.bool))
+        self.register_buffer("bank_class", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("bank_rows", torch.zeros(0, dtype=torch.long))
+
+    def bank_inputs(self) -> list[Tensor]:
+        """[bank_x0, bank_x1, ...]: (N, *shape_j) standardised inputs, zeros where a row lacks j."""
+        return [getattr(self, f"bank_x{j}") for j in range(self.spec.n_modalities)]
+
+    def fill_bank(self, train: Batch) -> None:
+        """Store a seeded subsample (<= ``bank_size`` rows, sorted) of the standardised training set."""
+        device = train.mask.device
+        rows = torch.nonzero(train.mask.any(dim=1)).flatten().cpu()
+        if rows.numel() > self.bank_size:
+            g = torch.Generator().manual_seed(self.bank_seed)
+            rows = rows[torch.randperm(rows.numel(), generator=g)[: self.bank_size]].sort().values
+        rows = rows.to(device)
+        mask = train.mask[rows]
+        for j, m in enumerate(self.spec.modalities):
+            x = train.inputs[m.name][rows].detach()
+            x = torch.where(mask_column(mask, j, x.dim()), x, torch.zeros((), dtype=x.dtype, device=x.device))
+            setattr(self, f"bank_x{j}", x.to(getattr(self, f"bank_x{j}").dtype).clone())
+        if self.spec.task.kind == "classification" and train.target is not None:
+            self.bank_class = train.target[rows].to(torch.long).clone()
+        else:
+            self.bank_class = torch.zeros(rows.numel(), dtype=torch.long, device=device)
+        self.bank_mask = mask.clone()
+        self.bank_rows = rows.clone()
+
+    def same_rows(self, xs: list[Tensor], mask: Tensor) -> Tensor:
+        """(B, N) True where bank row n equals sample b on every modality b holds.
+
+        xs: per-modality (B, *shape_j) inputs with masked-out rows zeroed; mask: (B, M).
+        Used in training to keep a sample from retrieving its own bank copy.
+        """
+        same = torch.ones(mask.shape[0], self.bank_mask.shape[0], dtype=torch.bool, device=mask.device)
+        for j, (x, bx) in enumerate(zip(xs, self.bank_inputs())):
+            equal = (x.flatten(1).unsqueeze(1) == bx.flatten(1).unsqueeze(0)).all(dim=2) & self.bank_mask[:, j]
+            same &= ~mask[:, j].unsqueeze(1) | equal
+        return same
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        # The bank's size is data-dependent: resize the buffers to the saved ones before loading.
+        names = [f"bank_x{j}" for j in range(self.spec.n_modalities)] + list(_BANK_BUFFERS)
+        for name in names:
+            saved = state_dict.get(prefix + name)
+            own = self._buffers.get(name)
+            if isinstance(saved, Tensor) and own is not None and saved.shape != own.shape:
+                self._buffers[name] = torch.empty(saved.shape, dtype=own.dtype, device=own.device)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
