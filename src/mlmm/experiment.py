@@ -92,6 +92,7 @@ def run_seed(config: ExperimentConfig, seed: int) -> dict:
         "realised": {"train": train_info, "val": val_info, "test": test_info},
         "best_epoch": fit.best_epoch,
         "train_seconds": fit.train_seconds,
+        "epochs_run": len(fit.history),
         "n_parameters": sum(p.numel() for p in fit.model.parameters()),
     }
     if config.subsets:
@@ -121,6 +122,7 @@ def summarise(config: ExperimentConfig, records: list[dict]) -> dict:
         "metrics": {name: summarise_seeds([r["metrics"][name] for r in records]) for name in METRIC_NAMES},
         "realised": {role: _mean_realised(records, role) for role in ("train", "val", "test")},
         "train_seconds": summarise_seeds([r["train_seconds"] for r in records]),
+        "epochs_run": summarise_seeds([r["epochs_run"] for r in records]),
         "n_parameters": records[0]["n_parameters"],
         "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
     }

@@ -1,13 +1,24 @@
-"""All methods. Importing this package registers every method in ``METHODS``."""
+"""All methods. Importing this package registers every method in ``METHODS``.
+
+Every module under a public sub-package (``imputation``, ``representation``,
+``generation``, ...) is imported here, so a new method only needs its own
+file with ``@register_method``; private helpers live in ``_parts``.
+"""
+
+import importlib
+import pkgutil
 
 from .base import CATEGORIES, MethodInfo, MissingModalityModel, Output
 from .registry import METHODS, register_method
-from .imputation import fill as _fill  # noqa: F401  (registers)
-from .imputation import retrieval_fill as _retrieval_fill  # noqa: F401
-from .representation import composition as _composition  # noqa: F401
-from .representation import pooling as _pooling  # noqa: F401
-from .representation import retrieval as _retrieval  # noqa: F401
-from .representation import coordinated as _coordinated  # noqa: F401
-from .combination import ensemble as _ensemble  # noqa: F401
+
+
+def _import_all_method_modules() -> None:
+    for module in pkgutil.walk_packages(__path__, prefix=f"{__name__}."):
+        if any(part.startswith("_") for part in module.name.split(".")[2:]):
+            continue  # _parts and private modules register nothing
+        importlib.import_module(module.name)
+
+
+_import_all_method_modules()
 
 __all__ = ["CATEGORIES", "METHODS", "MethodInfo", "MissingModalityModel", "Output", "register_method"]
