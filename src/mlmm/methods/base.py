@@ -51,12 +51,17 @@ class MethodInfo:
     paper: str
     summary: str
     deviations: Mapping[str, str] = field(default_factory=dict)
+    #: Where a method with ``recovers_missing`` recovers: "input" (x̂_m, shaped like the
+    #: modality) or "embedding" (ẑ_m, (B, D)); None for methods that recover nothing.
+    recovery_space: str | None = None
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:
             raise ValueError(f"category {self.category!r} is not one of {CATEGORIES}")
         if self.fusion not in FUSION_STAGES:
             raise ValueError(f"fusion stage {self.fusion!r} is not one of {FUSION_STAGES}")
+        if self.recovery_space not in (None, "input", "embedding"):
+            raise ValueError(f"recovery_space {self.recovery_space!r} is not None, 'input' or 'embedding'")
 
     def as_dict(self) -> dict:
         return {
@@ -67,6 +72,7 @@ class MethodInfo:
             "paper": self.paper,
             "summary": self.summary,
             "deviations": dict(self.deviations),
+            "recovery_space": self.recovery_space,
         }
 
 
@@ -99,12 +105,28 @@ class MissingModalityModel(nn.Module):
       its own early stopping and calls ``set_stage`` before it.
     """
 
+    Recovery (methods with ``info.recovers_missing``; used by the recover-or-not
+    diagnostics): ``recover(batch)`` returns what the method puts in place of
+    each modality, and setting ``plain_fill = True`` makes ``forward`` use a
+    plain fill instead (zeros in embedding space, the training mean in input
+    space), so the diagnostics can measure how much predictions rely on it.
+    """
+
     info: ClassVar[MethodInfo]
 
     def __init__(self, spec: DatasetSpec) -> None:
         super().__init__()
         self.spec = spec
         self.stage = "main"
+        #: When True, a recovering method's forward uses a plain fill instead of its recovery.
+        self.plain_fill = False
+
+    def recover(self, batch: Batch) -> dict[str, Tensor]:
+        """Modality name -> what the method recovers for it, for every sample: (B, *shape)
+        in input space or (B, D) in embedding space (``info.recovery_space``). Values at
+        present slots are whatever the method would compute there (callers compare
+        them with the truth on held-out slots). Only for methods that recover."""
+        raise NotImplementedError(f"{type(self).__name__} recovers nothing (info.recovers_missing is False)")
 
     def prepare(self, train: Batch, standardizer: Standardizer) -> None:
         """Fit data-dependent buffers on the standardised training set. Default: nothing."""
