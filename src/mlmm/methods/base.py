@@ -103,7 +103,6 @@ class MissingModalityModel(nn.Module):
       training set once before training, for fill values or memory banks.
     - ``stages()`` lists training stages in order; the loop runs each with
       its own early stopping and calls ``set_stage`` before it.
-    """
 
     Recovery (methods with ``info.recovers_missing``; used by the recover-or-not
     diagnostics): ``recover(batch)`` returns what the method puts in place of
