@@ -10,6 +10,7 @@ from torch import Tensor
 
 from .batch import Batch, validate_batch, zero_masked
 from .spec import DatasetSpec
+from .timemask import apply_time_mask, check_time_mask, select_time_mask
 
 
 class MultimodalDataset:
@@ -20,6 +21,10 @@ class MultimodalDataset:
             ``None`` means every entry is present.
     target: (N,) integer labels (classification) or (N,)/(N, K) floats (regression).
     splits: split name -> row indices into this dataset (e.g. ``{"train": ..., "test": ...}``).
+    time_mask: optional sequence modality -> (N, T) bool observed time steps (``None``: every
+            step observed). A modality with no observed step counts as missing (the mask is
+            ANDed with ``time_mask[name].any(1)``); unobserved steps are stored as zeros
+            (NaN allowed there). See ``mlmm.data.timemask``.
 
     Masked-out slots are stored as zeros, so every batch drawn from here honours
     the ``Batch`` contract without further checks.
@@ -33,6 +38,7 @@ class MultimodalDataset:
         mask: np.ndarray | Tensor | None = None,
         splits: Mapping[str, np.ndarray] | None = None,
         _validated: bool = False,
+        time_mask: Mapping[str, np.ndarray | Tensor] | None = None,
     ) -> None:
         self.spec = spec
         names = spec.modality_names
@@ -67,13 +73,20 @@ class MultimodalDataset:
             target_t = target_t.to(torch.long)
         else:
             target_t = target_t.to(torch.float32)
+        time_t = None
+        if time_mask is not None:
+            time_t = {k: torch.as_tensor(np.asarray(v) if not isinstance(v, Tensor) else v) for k, v in time_mask.items()}
+            check_time_mask(time_t, spec, n)
         if not _validated:
+            if time_t is not None:
+                tensors, mask_t = apply_time_mask(tensors, mask_t, time_t, spec)
             # NaN in a masked-out slot is how many real files mark absence: zero it.
             tensors = zero_masked(tensors, mask_t, spec)
-            validate_batch(Batch(tensors, mask_t, target_t), spec)
+            validate_batch(Batch(tensors, mask_t, target_t, time_t), spec)
         self.inputs: dict[str, Tensor] = tensors
         self.mask: Tensor = mask_t
         self.target: Tensor = target_t
+        self.time_mask: dict[str, Tensor] | None = time_t
         self.splits: dict[str, np.ndarray] = {}
         for split_name, idx in (splits or {}).items():
             idx = np.asarray(idx, dtype=np.int64)
@@ -89,7 +102,7 @@ class MultimodalDataset:
         return self.target.numpy()
 
     def as_batch(self) -> Batch:
-        return Batch(self.inputs, self.mask, self.target)
+        return Batch(self.inputs, self.mask, self.target, self.time_mask)
 
     def subset(self, index: np.ndarray | Tensor) -> "MultimodalDataset":
         """Rows ``index`` as a new dataset (no splits; already validated)."""
@@ -100,6 +113,7 @@ class MultimodalDataset:
             self.target[idx],
             self.mask[idx],
             _validated=True,
+            time_mask=select_time_mask(self.time_mask, idx),
         )
 
     def split(self, name: str) -> "MultimodalDataset":
@@ -114,7 +128,17 @@ class MultimodalDataset:
         if tuple(mask_t.shape) != tuple(self.mask.shape) or mask_t.dtype != torch.bool:
             raise ValueError(f"mask must be bool of shape {tuple(self.mask.shape)}, got {mask_t.dtype} {tuple(mask_t.shape)}")
         batch = self.as_batch().with_mask(mask_t)
-        return MultimodalDataset(self.spec, batch.inputs, self.target, batch.mask, splits=self.splits, _validated=True)
+        return MultimodalDataset(self.spec, batch.inputs, self.target, batch.mask, splits=self.splits, _validated=True,
+                                 time_mask=self.time_mask)
+
+    def with_time_mask(self, time_mask: Mapping[str, np.ndarray | Tensor]) -> "MultimodalDataset":
+        """Same rows with observed steps narrowed to ``time_mask & self.time_mask``
+        (sequence modality -> (N, T) bool); unobserved steps are zeroed and a modality
+        left with no observed step becomes missing."""
+        time_t = {k: torch.as_tensor(np.asarray(v) if not isinstance(v, Tensor) else v) for k, v in time_mask.items()}
+        batch = self.as_batch().with_time_mask(time_t, self.spec)
+        return MultimodalDataset(self.spec, batch.inputs, self.target, batch.mask, splits=self.splits, _validated=True,
+                                 time_mask=batch.time_mask)
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

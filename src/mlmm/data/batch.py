@@ -4,6 +4,11 @@
 ``Batch.mask`` is a (B, M) bool tensor whose column j is ``spec.modalities[j]``.
 The mask is the only truth about availability: masked-out rows hold zeros
 (never NaN), and no method infers missingness from values.
+
+Sequence modalities may also carry ``Batch.time_mask[name]``, a (B, T) bool
+mask of observed time steps (rules in ``mlmm.data.timemask``: a modality with
+no observed step counts as missing, unobserved steps hold zeros). It is
+optional (None) and methods that ignore it see the (B, M) mask and zeros.
 """
 
 from __future__ import annotations
@@ -15,16 +20,19 @@ import torch
 from torch import Tensor
 
 from .spec import DatasetSpec
+from .timemask import apply_time_mask, check_time_mask, merge_time_masks, select_time_mask, time_mask_to
 
 
 @dataclass(frozen=True)
 class Batch:
     """inputs: modality -> (B, ...) float tensor, keyed in mask-column order (spec order);
-    mask: (B, M) bool; target: (B,) long or (B, K) float."""
+    mask: (B, M) bool; target: (B,) long or (B, K) float;
+    time_mask: optional sequence modality -> (B, T) bool observed steps (see module doc)."""
 
     inputs: Mapping[str, Tensor]
     mask: Tensor
     target: Tensor | None = None
+    time_mask: Mapping[str, Tensor] | None = None
 
     @property
     def size(self) -> int:
@@ -35,6 +43,7 @@ class Batch:
             {k: v.to(device) for k, v in self.inputs.items()},
             self.mask.to(device),
             None if self.target is None else self.target.to(device),
+            time_mask_to(self.time_mask, device),
         )
 
     def select(self, index: Tensor) -> "Batch":
@@ -43,6 +52,7 @@ class Batch:
             {k: v[index] for k, v in self.inputs.items()},
             self.mask[index],
             None if self.target is None else self.target[index],
+            select_time_mask(self.time_mask, index),
         )
 
     def with_mask(self, mask: Tensor) -> "Batch":
@@ -54,16 +64,26 @@ class Batch:
         for j, (name, x) in enumerate(self.inputs.items()):
             keep = mask[:, j].reshape(-1, *([1] * (x.dim() - 1)))
             inputs[name] = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
-        return Batch(inputs, mask, self.target)
+        return Batch(inputs, mask, self.target, self.time_mask)
+
+    def with_time_mask(self, time_mask: Mapping[str, Tensor], spec: DatasetSpec) -> "Batch":
+        """Same data with observed steps narrowed to ``time_mask & self.time_mask``
+        (modality -> (B, T) bool): unobserved steps are zeroed and a modality left
+        with no observed step becomes missing in the (B, M) mask."""
+        check_time_mask(time_mask, spec, self.size)
+        merged = merge_time_masks(self.time_mask, time_mask)
+        inputs, mask = apply_time_mask(self.inputs, self.mask, merged, spec)
+        return Batch(inputs, mask, self.target, merged)
 
 
-def make_batch(spec: DatasetSpec, inputs: Mapping[str, Tensor], mask: Tensor, target: Tensor | None = None) -> Batch:
+def make_batch(spec: DatasetSpec, inputs: Mapping[str, Tensor], mask: Tensor, target: Tensor | None = None,
+               time_mask: Mapping[str, Tensor] | None = None) -> Batch:
     """A validated ``Batch`` with inputs put in the spec's modality order (mask-column order)."""
     unknown = sorted(set(inputs) - set(spec.modality_names))
     if unknown:
         raise ValueError(f"unknown modality {unknown[0]!r}; dataset {spec.name!r} has {', '.join(spec.modality_names)}")
     ordered = {name: inputs[name] for name in spec.modality_names if name in inputs}
-    batch = Batch(ordered, mask, target)
+    batch = Batch(ordered, mask, target, time_mask)
     validate_batch(batch, spec)
     return batch
 
@@ -84,7 +104,8 @@ def validate_batch(batch: Batch, spec: DatasetSpec, *, allow_empty_samples: bool
     Checked: unknown or absent modality, shape and dtype per modality, mask
     shape and dtype, NaN/inf in a present entry, a non-zero value in a
     masked-out slot (mask and inputs disagree), samples with no modality,
-    labels out of range. Called once at the boundary (dataset construction,
+    labels out of range; and for a time mask: known sequence modality, (B, T)
+    bool, no present modality without an observed step, zeros at unobserved steps. Called once at the boundary (dataset construction,
     ``FittedModel.predict``), never inside the training loop.
     """
     names = spec.modality_names
@@ -132,6 +153,8 @@ def validate_batch(batch: Batch, spec: DatasetSpec, *, allow_empty_samples: bool
                 f"modality {m.name!r}: sample {row} is masked out but holds non-zero values "
                 "(mask and inputs disagree; masked-out slots must hold zeros)"
             )
+    if batch.time_mask is not None:
+        _validate_time_mask(batch, spec)
     if not allow_empty_samples:
         empty = ~mask.any(dim=1)
         if empty.any():
@@ -141,6 +164,29 @@ def validate_batch(batch: Batch, spec: DatasetSpec, *, allow_empty_samples: bool
             )
     if batch.target is not None:
         validate_target(batch.target, spec, n)
+
+
+def _validate_time_mask(batch: Batch, spec: DatasetSpec) -> None:
+    """The time-mask part of ``validate_batch`` (rules in ``mlmm.data.timemask``)."""
+    check_time_mask(batch.time_mask, spec, batch.size)
+    for j, m in enumerate(spec.modalities):
+        if m.name not in batch.time_mask:
+            continue
+        steps = batch.time_mask[m.name]
+        present = batch.mask[:, j]
+        empty = present & ~steps.any(dim=1)
+        if empty.any():
+            raise ValueError(
+                f"modality {m.name!r}: sample {int(torch.nonzero(empty)[0])} is present in the mask but has no "
+                "observed step in time_mask (a modality with no observed step counts as missing; "
+                "build the batch with Batch.with_time_mask)"
+            )
+        leak = ((batch.inputs[m.name] != 0).any(dim=2) & ~steps & present.unsqueeze(1)).any(dim=1)
+        if leak.any():
+            raise ValueError(
+                f"modality {m.name!r}: sample {int(torch.nonzero(leak)[0])} holds non-zero values at "
+                "unobserved time steps (unobserved steps must hold zeros)"
+            )
 
 
 def validate_target(target: Tensor, spec: DatasetSpec, n: int) -> None:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from .batch import Batch
 from .spec import DatasetSpec
+from .timemask import observed_steps
 
 # Reduction axes (beyond the sample axis) per kind: vectors get one statistic per
 # feature; sequences and images one per channel, shared over time or space.
@@ -38,11 +39,16 @@ class Standardizer(nn.Module):
 
     @torch.no_grad()
     def fit(self, batch: Batch) -> "Standardizer":
-        """Statistics from the present rows of ``batch`` (the training split only)."""
+        """Statistics from the present rows of ``batch`` (the training split only); for a
+        sequence with a time mask, from its observed steps only (the zeros at unobserved
+        steps are not data)."""
         for j, m in enumerate(self.spec.modalities):
             if m.kind not in _STAT_SHAPE:
                 continue
             x = batch.inputs[m.name][batch.mask[:, j]].double()
+            if batch.time_mask is not None and m.name in batch.time_mask:
+                # (K observed steps, C) -> (K, 1, C): channel statistics reduce over axes 0 and 1.
+                x = x[batch.time_mask[m.name][batch.mask[:, j]]].unsqueeze(1)
             mean, std = getattr(self, f"mean_{m.name}"), getattr(self, f"std_{m.name}")
             if x.shape[0] == 0:  # never observed in training: identity transform
                 mean.zero_()
@@ -67,6 +73,8 @@ class Standardizer(nn.Module):
             x = batch.inputs[m.name]
             if m.kind in _STAT_SHAPE:
                 keep = batch.mask[:, j].reshape(-1, *([1] * len(m.shape)))
+                if batch.time_mask is not None and m.name in batch.time_mask:  # unobserved steps stay 0
+                    keep = observed_steps(batch.mask, batch.time_mask, j, m.name, m.shape[0]).unsqueeze(-1)
                 x = torch.where(keep, self.transform_values(m.name, x), torch.zeros((), dtype=x.dtype, device=x.device))
             inputs[m.name] = x
-        return Batch(inputs, batch.mask, batch.target)
+        return Batch(inputs, batch.mask, batch.target, batch.time_mask)
