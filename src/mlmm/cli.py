@@ -1,4 +1,4 @@
-"""The ``mlmm`` command line: datasets | methods | protocols | run | demo.
+"""The ``mlmm`` command line: datasets | methods | protocols | run | demo | bench | reproduce.
 
 The CLI owns I/O, paths, devices and seeds; the library underneath never
 prints. Bad input exits with code 2 and one line on stderr.
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-subsets", action="store_true", help="skip the evaluation on every modality subset")
     run.add_argument("--json", action="store_true", help="print JSON (one object per method; a list for several)")
     run.add_argument("--out", help="also write the JSON result to this file")
+    run.add_argument("--distributed", action="store_true",
+                     help="data-parallel training under torchrun (gloo on CPU, NCCL on CUDA); rank 0 reports, e.g. "
+                          "torchrun --nproc-per-node 2 -m mlmm.cli run ... --distributed")
     _add_training_flags(run)
 
     demo = sub.add_parser("demo", help="the default benchmark: baselines on handwritten at entry rates 0, 0.3, 0.5")
@@ -132,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--all-methods", action="store_true", help="run every registered method")
     demo.add_argument("--no-progress", action="store_true")
     _add_training_flags(demo)
+
+    from .bench.commands import add_parsers as add_bench_parsers
+
+    add_bench_parsers(sub)  # bench, reproduce
     return parser
 
 
@@ -193,6 +200,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     from .report import results_table, subsets_table
 
     spec = load_dataset(args.dataset).spec  # unknown dataset -> one clear line before anything else
+    if args.distributed:
+        _run_distributed(args)
+        return
     if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise UsageError(f"--out: folder of {args.out!r} does not exist")  # say so before hours of training
     configs = [_experiment_config(args, m) for m in _methods(args.method)]
@@ -215,6 +225,22 @@ def cmd_run(args: argparse.Namespace) -> None:
         if "subsets" in r:
             print(f"\n{r['method']}: every modality subset of the complete test split (trained at rate {r['train_rate']:g})")
             print(subsets_table(r))
+
+
+def _run_distributed(args: argparse.Namespace) -> None:
+    """``mlmm run --distributed``: every rank trains its shard of each fit; rank 0 alone prints and writes."""
+    from .train import distributed
+
+    args.device = distributed.init_from_env(args.device)
+    try:
+        quiet = distributed.rank() != 0
+        if quiet:
+            args.out, args.json = None, True
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - closed with the process
+        args.distributed = False
+        cmd_run(args)
+    finally:
+        distributed.shutdown()
 
 
 def _progress(total: int, disable: bool = False):
@@ -247,7 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.threads < 1:
                 raise UsageError("--threads must be >= 1")
             torch.set_num_threads(args.threads)
-        handler = {"run": cmd_run, "demo": cmd_demo}.get(args.command, cmd_listing)
+        from .bench.commands import cmd_bench, cmd_reproduce
+
+        handler = {"run": cmd_run, "demo": cmd_demo, "bench": cmd_bench,
+                   "reproduce": cmd_reproduce}.get(args.command, cmd_listing)
         handler(args)
     except (UsageError, UnknownNameError, ValueError, OSError) as err:
         if os.environ.get("MLMM_DEBUG"):

@@ -103,6 +103,11 @@ class MissingModalityModel(nn.Module):
       training set once before training, for fill values or memory banks.
     - ``stages()`` lists training stages in order; the loop runs each with
       its own early stopping and calls ``set_stage`` before it.
+    - ``calibrate(val)`` (optional) sees the standardised validation split once,
+      after the last stage (best state loaded), in eval mode without gradients:
+      for choices that need held-out data (e.g. a per-pattern router).
+    - ``after_step()`` (optional) runs after every optimiser step, e.g. to
+      move an EMA teacher towards the weights just updated. Default: nothing.
 
     Recovery (methods with ``info.recovers_missing``; used by the recover-or-not
     diagnostics): ``recover(batch)`` returns what the method puts in place of
@@ -130,11 +135,19 @@ class MissingModalityModel(nn.Module):
     def prepare(self, train: Batch, standardizer: Standardizer) -> None:
         """Fit data-dependent buffers on the standardised training set. Default: nothing."""
 
+    def calibrate(self, val: Batch) -> None:
+        """Fit choices on the standardised validation split after training (called once by
+        ``Trainer.fit``, in eval mode under ``torch.no_grad``). Must only write buffers, so
+        the result travels in ``state_dict``. Default: nothing."""
+
     def stages(self) -> tuple[str, ...]:
         return ("main",)
 
     def set_stage(self, stage: str) -> None:
         self.stage = stage
+
+    def after_step(self) -> None:
+        """Called by the training loop right after each ``optimiser.step()``. Default: nothing."""
 
     def task_loss(self, logits: Tensor, target: Tensor) -> Tensor:
         if self.spec.task.kind == "classification":
