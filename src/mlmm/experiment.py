@@ -25,7 +25,7 @@ from .train.loop import TrainConfig, Trainer, build_method
 
 METRIC_NAMES = ("accuracy", "macro_f1")
 #: Protocols whose missingness is set by their own parameters, not by a single rate.
-RATELESS_PROTOCOLS = ("none", "fixed-subset", "per-modality")
+RATELESS_PROTOCOLS = ("none", "fixed-subset", "per-modality", "asynchronous")
 
 
 @dataclass(frozen=True)

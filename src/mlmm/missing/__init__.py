@@ -32,11 +32,15 @@ from .protocols import (
     register_protocol,
 )
 from .scenario import ROLE_ID, ROLES, Scenario
+from .temporal import Asynchronous, Burst, Catastrophic, Systematic, TimeMaskProtocol
 
 __all__ = [
     "PROTOCOLS",
     "ROLES",
     "ROLE_ID",
+    "Asynchronous",
+    "Burst",
+    "Catastrophic",
     "Complete",
     "EntryRate",
     "FixedSubset",
@@ -45,6 +49,8 @@ __all__ = [
     "PerModality",
     "SampleRate",
     "Scenario",
+    "Systematic",
+    "TimeMaskProtocol",
     "all_subsets",
     "entry_rate_mask",
     "fixed_subset_mask",

@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
+import torch
 
 from ..data.base import MultimodalDataset
+from ..data.timemask import missing_step_fractions
 from .functional import mask_checksum, realised_missingness
 from .protocols import Complete, MissingnessProtocol, make_protocol
+from .temporal import TimeMaskProtocol
 
 __all__ = ["ROLES", "ROLE_ID", "Scenario"]
 
@@ -93,8 +96,15 @@ class Scenario:
         a modality outside the subset). A sample with no natural modality at
         all is a ValueError.
 
+        A time-level protocol (``TimeMaskProtocol``: burst, catastrophic,
+        asynchronous) draws time masks instead (``protocol.apply``) from the same
+        generator; the (n, M) mask then follows the rule that a modality with no
+        observed step is missing.
+
         info: ``realised_missingness`` of the final mask plus ``mask_sha256``,
-        ``protocol``, ``params``, ``role``, ``seed`` and ``restored_samples``.
+        ``protocol``, ``params``, ``role``, ``seed`` and ``restored_samples``;
+        with time masks also ``missing_step_fraction`` (modality -> fraction of
+        unobserved (sample, step) pairs, a missing modality's steps included).
         """
         protocol = self.protocol(role)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -108,7 +118,11 @@ class Scenario:
                 f"(first: sample {int(empty_natural[0])}); drop them before applying a scenario"
             )
         rng = np.random.default_rng([int(seed), ROLE_ID[role], _MASK_STREAM])
-        drawn = protocol.sample(len(names), dataset.labels, rng, modality_names=names)
+        if isinstance(protocol, TimeMaskProtocol):
+            dataset = protocol.apply(dataset, rng)
+            drawn = dataset.mask.numpy()
+        else:
+            drawn = protocol.sample(len(names), dataset.labels, rng, modality_names=names)
         final = drawn & natural
         restored = _restore_empty(final, natural, rng)
         info = realised_missingness(final, names)
@@ -120,6 +134,8 @@ class Scenario:
             seed=int(seed),
             restored_samples=restored,
         )
+        if dataset.time_mask is not None:
+            info["missing_step_fraction"] = missing_step_fractions(dataset.time_mask, torch.as_tensor(final), names)
         return dataset.with_mask(final), info
 
     def describe(self) -> dict:
