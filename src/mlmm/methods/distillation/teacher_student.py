@@ -1,0 +1,111 @@
+"""Teacher–student distillation from a full-modality teacher."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ...data.batch import Batch
+from ...data.spec import DatasetSpec
+from ..base import MethodInfo, MissingModalityModel, Output
+from .._parts.fusion_net import MaskedMeanNet
+from .._parts.subpatterns import drop_present
+from ..registry import register_method
+from ._losses import kd_per_sample
+
+
+@register_method("teacher-student")
+class TeacherStudent(MissingModalityModel):
+    """Two stages: a teacher trained on complete samples, then a student trained on dropped
+    modalities to match it.
+
+    Both nets are masked-mean fusion nets (per-modality encoders, mean of present
+    embeddings h (B, D), MLP head -> logits (B, C)).
+
+    - stage "teacher": the teacher alone, task loss on the training masks (the loop's
+      modality dropout still applies).
+    - stage "student" (teacher frozen, in eval mode): the teacher sees the batch's mask
+      a, the student a' ⊆ a (each present modality dropped with ``student_drop``, one kept):
+
+        L = task(S(a')) + λ τ² KL(p_T^τ(a) ‖ p_S^τ(a')) + μ ‖h_S(a') − sg(h_T(a))‖²
+
+    Predictions (and validation) come from the student, on the batch's own mask; in the
+    teacher stage, from the teacher. **Needs complete training samples**
+    (``needs_complete_train``: the loop refuses incomplete training data).
+
+    Paper: Hinton et al., "Distilling the knowledge in a neural network" (2015), applied to
+    missing modalities as in KD-Net (Hu et al., MICCAI 2020) and ACN (Wang et al., MICCAI
+    2021); survey Sec. 3.2.1.
+    """
+
+    info = MethodInfo(
+        category="distillation",
+        fusion="intermediate",
+        recovers_missing=False,
+        needs_complete_train=True,
+        paper="Hinton et al. 2015 knowledge distillation for missing modalities (KD-Net, Hu et al., "
+              "MICCAI 2020; survey Sec. 3.2.1)",
+        summary="full-modality teacher (stage 1), then a student on dropped modalities with temperature KD "
+                "+ fused-embedding matching; teacher frozen",
+    )
+
+    STAGES = ("teacher", "student")
+
+    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
+                 temperature: float = 2.0, kd_weight: float = 1.0, feature_weight: float = 1.0,
+                 student_drop: float = 0.3) -> None:
+        super().__init__(spec)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0.0 <= student_drop < 1.0:
+            raise ValueError(f"student_drop must be in [0, 1), got {student_drop}")
+        self.temperature, self.kd_weight, self.feature_weight = float(temperature), float(kd_weight), float(feature_weight)
+        self.student_drop = float(student_drop)
+        self.teacher = MaskedMeanNet(spec, embed_dim, hidden=hidden, dropout=dropout)
+        self.student = MaskedMeanNet(spec, embed_dim, hidden=hidden, dropout=dropout)
+        # A built (or restored) model predicts with the student, the final stage.
+        self.set_stage("student")
+
+    def stages(self) -> tuple[str, ...]:
+        return self.STAGES
+
+    def set_stage(self, stage: str) -> None:
+        if stage not in self.STAGES:
+            raise ValueError(f"teacher-student has stages {self.STAGES}, got {stage!r}")
+        super().set_stage(stage)
+        # The teacher trains in its stage and is frozen in the student's.
+        self.teacher.requires_grad_(stage == "teacher")
+        self.teacher.train(self.training and stage == "teacher")
+
+    def train(self, mode: bool = True) -> "TeacherStudent":
+        super().train(mode)
+        self.teacher.train(mode and self.stage == "teacher")  # a frozen teacher runs without dropout
+        return self
+
+    def forward(self, batch: Batch) -> Output:
+        if self.stage == "teacher":
+            logits, _ = self.teacher(batch)
+            return Output(logits)
+        if not self.training:
+            logits, _ = self.student(batch)
+            return Output(logits)
+        with torch.no_grad():
+            t_logits, t_h = self.teacher(batch)
+        student_batch = batch.with_mask(drop_present(batch.mask, self.student_drop))
+        logits, h = self.student(student_batch)
+        return Output(logits, aux={"teacher_logits": t_logits, "teacher_h": t_h, "student_h": h,
+                                   "student_mask": student_batch.mask})
+
+    def loss(self, batch: Batch, output: Output) -> dict[str, Tensor]:
+        terms = {"task": self.task_loss(output.logits, batch.target)}
+        if "teacher_logits" not in output.aux:
+            return terms
+        t_logits = output.aux["teacher_logits"]
+        if self.spec.task.kind == "classification":
+            kd = kd_per_sample(output.logits, t_logits, self.temperature).mean()
+        else:
+            kd = F.mse_loss(output.logits, t_logits.detach())
+        terms["kd"] = self.kd_weight * kd
+        terms["feature"] = self.feature_weight * F.mse_loss(output.aux["student_h"], output.aux["teacher_h"].detach())
+        return terms
