@@ -1,0 +1,243 @@
+"""Direct representation generation: MMIN's imagination of the full joint embedding."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...data.batch import Batch
+from ...data.preprocess import Standardizer
+from ...data.spec import DatasetSpec
+from ..base import MethodInfo, MissingModalityModel, Output
+from .._parts.heads import mlp_head
+from .._parts.memory_bank import TrainingBankMixin
+from .._parts.row_lookup import TrainingRowLookup, resize_to_saved
+from ..registry import register_method
+from ..representation.composition import PerModalityEncoders
+from ._sampling import random_sub_mask
+
+
+class ResidualAutoencoder(nn.Module):
+    """(B, F) -> (B, F) through a bottleneck: F -> dims[0] -> ... -> dims[-1] -> ... -> F."""
+
+    def __init__(self, dim: int, dims: Sequence[int]) -> None:
+        super().__init__()
+        widths = [dim, *dims]
+        enc, dec = [], []
+        for a, b in zip(widths[:-1], widths[1:]):
+            enc += [nn.Linear(a, b), nn.GELU()]
+        rev = widths[::-1]
+        for i, (a, b) in enumerate(zip(rev[:-1], rev[1:])):
+            dec += [nn.Linear(a, b)] + ([nn.GELU()] if i < len(rev) - 2 else [])
+        self.net = nn.Sequential(*enc, *dec)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class CascadedResidualAutoencoder(nn.Module):
+    """Cascaded residual autoencoder (Tran et al., CVPR 2017; MMIN's imagination module).
+
+    x_1 = h;  x_{k+1} = x_k + AE_k(x_k)  for k = 1..K;  returns x_{K+1}    (B, F) -> (B, F)
+    Each block sees the input plus every earlier block's correction.
+    """
+
+    def __init__(self, dim: int, dims: Sequence[int], n_blocks: int) -> None:
+        super().__init__()
+        if n_blocks < 1:
+            raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
+        self.blocks = nn.ModuleList(ResidualAutoencoder(dim, dims) for _ in range(n_blocks))
+
+    def forward(self, h: Tensor) -> Tensor:
+        x = h
+        for block in self.blocks:
+            x = x + block(x)
+        return x
+
+
+@register_method("mmin")
+class MissingModalityImagination(TrainingBankMixin, TrainingRowLookup, MissingModalityModel):
+    """MMIN: imagine the full-modality joint embedding from the present modalities.
+
+    Paper: Zhao, Li & Jin, "Missing Modality Imagination Network for Emotion Recognition with
+    Uncertain Missing Modalities", ACL 2021 (survey Sec. 3.3, direct representation generation).
+
+    Shapes: B batch, M modalities, D = ``embed_dim``, F = M·D, C outputs.
+
+    Stage "teacher": T(x) = [T_1(x_1); ...; T_M(x_M)] (B, F) on *complete* samples,
+        logits = g_T(T(x)), loss CE.
+    Stage "student" (student encoders E start as a copy of the teacher's, the teacher is frozen):
+        a' ⊆ a a simulated missing pattern (training: a uniform number 1..n of the present
+        modalities kept; test: a' = a)
+        h   = [a'_1 E_1(x_1); ...; a'_M E_M(x_M)]            zero-filled joint embedding (B, F)
+        ẑ   = CRA(h)                  imagined full joint embedding (forward imagination) (B, F)
+        h̃   = CRA_back(ẑ)             backward (cycle) imagination                       (B, F)
+        logits = g(ẑ)                                                                      (B, C)
+        L = CE + 4·‖ẑ − sg(T(x_full))‖²/F + 2·‖h̃ − sg(h)‖²/F      (MSE weights as in MMIN)
+
+    Needs complete training samples (``needs_complete_train``; the training loop refuses
+    incomplete training data): T(x_full) is the teacher on the sample's *complete* training
+    row. The loop's modality dropout zeroes dropped slots before the method sees a batch, so
+    ``prepare`` keeps the standardised training rows (buffers, ``bank_x{j}``) and a training
+    sample's complete row is found by value (``TrainingRowLookup``); a sample that matches no
+    training row and is incomplete gets no imagination loss. Deviations from the paper's code,
+    with reasons: the teacher target is T of the complete row (MMIN's code feeds the teacher
+    the zero-filled complement, so present slots hold T(0)); the classifier reads the imagined
+    joint embedding ẑ instead of the concatenated CRA block latents, so that ``plain_fill``
+    (classify the zero-filled h instead) measures what the imagination contributes;
+    ``recover`` gives ẑ sliced per modality (embedding space). Missing slots of h are zeros,
+    not the encoder of zero input, so no masked-out value is ever read.
+    """
+
+    info = MethodInfo(
+        category="representation-generation",
+        fusion="intermediate",
+        recovers_missing=True,
+        needs_complete_train=True,
+        paper="MMIN: Zhao, Li & Jin, Missing Modality Imagination Network for Emotion Recognition with "
+              "Uncertain Missing Modalities, ACL 2021 (survey Sec. 3.3, direct representation generation)",
+        summary="full-modality teacher (concatenated embeddings); cascaded residual autoencoder imagines the "
+                "teacher's joint embedding from the zero-filled one of present modalities, backward CRA cycle "
+                "term; classifier on the imagined embedding; needs complete training samples",
+        recovery_space="embedding",
+    )
+
+    def __init__(self, spec: DatasetSpec, embed_dim: int = 64, hidden: int | None = None, dropout: float = 0.5,
+                 n_blocks: int = 5, ae_dims: Sequence[int] = (256, 128, 64), imagination_weight: float = 4.0,
+                 cycle_weight: float = 2.0, simulate_missing: bool = True) -> None:
+        super().__init__(spec)
+        if imagination_weight < 0 or cycle_weight < 0:
+            raise ValueError(f"loss weights must be >= 0, got imagination_weight={imagination_weight}, "
+                             f"cycle_weight={cycle_weight}")
+        self.embed_dim = int(embed_dim)
+        self.imagination_weight = float(imagination_weight)
+        self.cycle_weight = float(cycle_weight)
+        self.simulate_missing = bool(simulate_missing)
+        joint = spec.n_modalities * self.embed_dim
+        out = spec.task.output_dim
+        self.teacher = PerModalityEncoders(spec, self.embed_dim, hidden=hidden, dropout=dropout)
+        self.teacher_head = mlp_head(joint, out, hidden=128, dropout=dropout)
+        self.student = PerModalityEncoders(spec, self.embed_dim, hidden=hidden, dropout=dropout)
+        self.imagine = CascadedResidualAutoencoder(joint, tuple(ae_dims), n_blocks)
+        self.imagine_back = CascadedResidualAutoencoder(joint, tuple(ae_dims), n_blocks)
+        self.head = mlp_head(joint, out, hidden=128, dropout=dropout)
+        # All complete training rows are kept (bank_size is only a guard against huge data).
+        self.init_bank(bank_size=10_000_000, bank_seed=0)
+        self.init_row_lookup()
+        self._set_trainable("student")
+        self.stage = "student"  # the predictor after training; the loop starts with "teacher"
+
+    # ---------------------------------------------------------------- stages
+
+    def stages(self) -> tuple[str, ...]:
+        return ("teacher", "student")
+
+    def _set_trainable(self, stage: str) -> None:
+        teacher = stage == "teacher"
+        for module in (self.teacher, self.teacher_head):
+            module.requires_grad_(teacher)
+        for module in (self.student, self.imagine, self.imagine_back, self.head):
+            module.requires_grad_(not teacher)
+
+    def set_stage(self, stage: str) -> None:
+        if stage not in self.stages():
+            raise ValueError(f"mmin has stages {self.stages()}, got {stage!r}")
+        super().set_stage(stage)
+        self._set_trainable(stage)
+        if stage == "student":
+            # MMIN initialises the student's encoders from the trained teacher.
+            self.student.load_state_dict(self.teacher.state_dict())
+
+    # ------------------------------------------------------------ training rows
+
+    def prepare(self, train: Batch, standardizer: Standardizer) -> None:
+        """Keep the standardised training rows: the teacher's complete inputs, found by value."""
+        self.fill_bank(train)
+        bank = Batch(dict(zip(self.spec.modality_names, self.bank_inputs())), self.bank_mask)
+        self.fit_row_lookup(bank)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        resize_to_saved(self, state_dict, prefix, ("row_fp", "row_mask"))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _complete_rows(self, batch: Batch) -> Batch:
+        """``batch`` with every sample that is a stored training row replaced by that row
+        (all its modalities); other samples unchanged."""
+        rows = self.find_rows(batch)
+        found = rows >= 0
+        if not bool(found.any()):
+            return batch
+        safe = rows.clamp_min(0)
+        inputs = {}
+        for j, name in enumerate(self.spec.modality_names):
+            x, bank_x = batch.inputs[name], getattr(self, f"bank_x{j}")[safe]
+            inputs[name] = torch.where(found.reshape(-1, *([1] * (x.dim() - 1))), bank_x.to(x.dtype), x)
+        mask = torch.where(found.unsqueeze(1), self.bank_mask[safe], batch.mask)
+        return Batch(inputs, mask, batch.target)
+
+    # ---------------------------------------------------------------- forward
+
+    @staticmethod
+    def _joint(encoders: PerModalityEncoders, batch: Batch, mask: Tensor) -> Tensor:
+        """(B, M·D): concatenated embeddings, zeros at slots where ``mask`` is False."""
+        z = encoders(batch)  # (B, M, D); missing inputs were zeroed before encoding
+        z = torch.where(mask.unsqueeze(-1), z, torch.zeros((), dtype=z.dtype, device=z.device))
+        return z.flatten(1)
+
+    def teacher_embedding(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """(T(x) (B, F), complete (B,) bool): the frozen teacher (eval mode, no grad) on each
+        sample's complete training row where one is found; ``complete`` says where the
+        result is a full-modality embedding."""
+        full = self._complete_rows(batch)
+        was_training = self.teacher.training
+        self.teacher.eval()
+        try:
+            with torch.no_grad():
+                target = self._joint(self.teacher, full, full.mask)
+        finally:
+            self.teacher.train(was_training)
+        return target, full.mask.all(dim=1)
+
+    def _imagine(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """(h, ẑ, kept): zero-filled joint embedding, imagined joint embedding (B, F), mask a'."""
+        kept = batch.mask
+        if self.training and self.simulate_missing:
+            kept = random_sub_mask(batch.mask, strict=False)
+        h = self._joint(self.student, batch, kept)
+        return h, self.imagine(h), kept
+
+    def forward(self, batch: Batch) -> Output:
+        if self.stage == "teacher":
+            source = self._complete_rows(batch) if self.training else batch
+            return Output(self.teacher_head(self._joint(self.teacher, source, source.mask)))
+        h, z_hat, kept = self._imagine(batch)
+        logits = self.head(h if self.plain_fill else z_hat)
+        aux = {"h": h, "z_hat": z_hat, "kept": kept}
+        if self.training:
+            aux["target"], aux["complete"] = self.teacher_embedding(batch)
+        return Output(logits, aux=aux)
+
+    def loss(self, batch: Batch, output: Output) -> dict[str, Tensor]:
+        terms = {"task": self.task_loss(output.logits, batch.target)}
+        if self.stage == "teacher":
+            return terms
+        z_hat, h = output.aux["z_hat"], output.aux["h"]
+        zero = z_hat.new_zeros(())
+        if "target" in output.aux:
+            complete = output.aux["complete"]
+            err = (z_hat - output.aux["target"]).pow(2).mean(dim=1)  # (B,)
+            err = torch.where(complete, err, zero)
+            terms["imagination"] = self.imagination_weight * err.sum() / complete.sum().clamp_min(1).to(err.dtype)
+        else:  # eval mode: no teacher pass (the loop never optimises eval losses)
+            terms["imagination"] = zero
+        terms["cycle"] = self.cycle_weight * F.mse_loss(self.imagine_back(z_hat), h.detach())
+        return terms
+
+    def recover(self, batch: Batch) -> dict[str, Tensor]:
+        """Modality -> (B, D): its slice of the imagined joint embedding ẑ."""
+        _, z_hat, _ = self._imagine(batch)
+        d = self.embed_dim
+        return {name: z_hat[:, j * d:(j + 1) * d] for j, name in enumerate(self.spec.modality_names)}
