@@ -10,6 +10,7 @@ missingness next to the asked one.
 from __future__ import annotations
 
 import platform
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -18,7 +19,10 @@ import torch
 
 from .data.registry import load_dataset
 from .data.splits import SPLIT_KINDS, make_splits
-from .metrics.evaluate import evaluate, evaluate_subsets
+from .methods._parts.factorised import is_factorised
+from .metrics.efficiency import PeakMemory
+from .metrics.evaluate import evaluate_subsets
+from .metrics.figures import cell_figures
 from .metrics.task import summarise_seeds
 from .missing import Scenario, make_protocol
 from .train.loop import TrainConfig, Trainer, build_method
@@ -85,10 +89,13 @@ def run_seed(config: ExperimentConfig, seed: int) -> dict:
     val_m, val_info = scenario.apply(val, "val", seed)
     test_m, test_info = scenario.apply(test, "test", seed)
     method = build_method(config.method, data.spec, seed=seed, **config.method_params)
-    fit = Trainer(config.train, device=config.device).fit(method, train_m, val_m, seed=seed)
+    with PeakMemory(config.device) as memory:
+        fit = Trainer(config.train, device=config.device).fit(method, train_m, val_m, seed=seed)
+    # metrics, calibration (ECE + reliability bins) and efficiency of one timed test pass
+    figures = cell_figures(fit.model, test_m, test, fit.train_seconds, memory.figures)
     record = {
         "seed": seed,
-        "metrics": evaluate(fit.model, test_m),
+        **figures,
         "realised": {"train": train_info, "val": val_info, "test": test_info},
         "best_epoch": fit.best_epoch,
         "train_seconds": fit.train_seconds,
@@ -96,7 +103,10 @@ def run_seed(config: ExperimentConfig, seed: int) -> dict:
         "n_parameters": sum(p.numel() for p in fit.model.parameters()),
     }
     if config.subsets:
-        record["subsets"] = evaluate_subsets(fit.model, test)
+        start = time.perf_counter()
+        record["subsets"] = evaluate_subsets(fit.model, test)  # fast path where the method declares it
+        record["efficiency"]["subsets_seconds"] = time.perf_counter() - start
+        record["efficiency"]["subsets_path"] = "fast" if is_factorised(fit.model.method) else "slow"
     return record
 
 
@@ -124,8 +134,12 @@ def summarise(config: ExperimentConfig, records: list[dict]) -> dict:
         "train_seconds": summarise_seeds([r["train_seconds"] for r in records]),
         "epochs_run": summarise_seeds([r["epochs_run"] for r in records]),
         "n_parameters": records[0]["n_parameters"],
+        "latency_per_sample_s": summarise_seeds([r["efficiency"]["latency_per_sample_s"] for r in records
+                                                 if "efficiency" in r]) if "efficiency" in records[0] else None,
         "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
     }
+    if "calibration" in records[0]:
+        result["ece"] = summarise_seeds([r["calibration"]["ece"] for r in records])
     if config.subsets and "subsets" in records[0]:
         subsets = {}
         for name in records[0]["subsets"]:

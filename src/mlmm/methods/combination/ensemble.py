@@ -11,13 +11,14 @@ from torch import Tensor, nn
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
+from .._parts.factorised import FactorisedFusion
 from .._parts.heads import mlp_head
 from ..representation.composition import PerModalityEncoders
 from ..registry import register_method
 
 
 @register_method("late-ensemble")
-class MarginalisedLateEnsemble(MissingModalityModel):
+class MarginalisedLateEnsemble(FactorisedFusion, MissingModalityModel):
     """Marginalised unimodal late fusion.
 
     p_m = softmax(f_m(E_m(x_m))) (B, M, C); p = Σ_m a_m p_m / Σ_m a_m (B, C);
@@ -44,13 +45,20 @@ class MarginalisedLateEnsemble(MissingModalityModel):
             mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout) for _ in spec.modalities
         )
 
-    def forward(self, batch: Batch) -> Output:
+    # forward = fuse_embeddings(encode_modalities(batch), mask) (FactorisedFusion). The
+    # per-modality part runs through the members' heads, since member m's logits depend on
+    # x_m alone: all-subsets evaluation then re-runs only the masked average per subset.
+    def encode_modalities(self, batch: Batch) -> Tensor:
+        """(B, M, C) member logits f_m(E_m(x_m)) (values at missing slots are ignored)."""
         z = self.encoders(batch)  # (B, M, D)
-        member_logits = torch.stack([head(z[:, j]) for j, head in enumerate(self.heads)], dim=1)  # (B, M, C)
+        return torch.stack([head(z[:, j]) for j, head in enumerate(self.heads)], dim=1)
+
+    def fuse_embeddings(self, member_logits: Tensor, mask: Tensor) -> Output:
+        """member_logits (B, M, C), mask (B, M) -> log of the mean present member probability (B, C)."""
         log_p = F.log_softmax(member_logits, dim=-1)
         # log Σ_m a_m p_m - log Σ_m a_m, computed in log space for stability.
-        masked = log_p.masked_fill(~batch.mask.unsqueeze(-1), float("-inf"))
-        n_present = batch.mask.sum(dim=1, keepdim=True)
+        masked = log_p.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        n_present = mask.sum(dim=1, keepdim=True)
         fused = torch.logsumexp(masked, dim=1) - n_present.clamp_min(1).to(log_p.dtype).log()
         # Policy for a sample with no modality (the data layer rejects them, but the
         # op stays total): no member votes, so the prediction is uniform, not -inf.

@@ -9,6 +9,7 @@ from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ...encoders import build_encoder
 from ..base import MethodInfo, MissingModalityModel, Output, mask_column
+from .._parts.factorised import FactorisedFusion
 from .._parts.heads import mlp_head
 from .._parts.pooling import masked_mean
 from ..registry import register_method
@@ -39,7 +40,7 @@ class PerModalityEncoders(nn.Module):
 
 
 @register_method("masked-mean")
-class MaskedMeanFusion(MissingModalityModel):
+class MaskedMeanFusion(FactorisedFusion, MissingModalityModel):
     """Intermediate fusion by the mean of present embeddings.
 
     z_m = E_m(x_m) (B, D); h = Σ_m a_m z_m / Σ_m a_m (B, D); logits = head(h) (B, C).
@@ -63,5 +64,12 @@ class MaskedMeanFusion(MissingModalityModel):
         self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
         self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
 
-    def forward(self, batch: Batch) -> Output:
-        return Output(self.head(self.pool(self.encoders(batch), batch.mask)))
+    # forward = fuse_embeddings(encode_modalities(batch), mask) (FactorisedFusion), so
+    # all-subsets evaluation encodes each modality once and re-runs only pool + head.
+    def encode_modalities(self, batch: Batch) -> torch.Tensor:
+        """(B, M, D) per-modality embeddings."""
+        return self.encoders(batch)
+
+    def fuse_embeddings(self, z: torch.Tensor, mask: torch.Tensor) -> Output:
+        """z (B, M, D), mask (B, M) -> logits (B, C) of the pooled present embeddings."""
+        return Output(self.head(self.pool(z, mask)))

@@ -10,6 +10,7 @@ from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
 from .._parts.contrastive import pairwise_masked_infonce
+from .._parts.factorised import FactorisedFusion
 from .._parts.heads import mlp_head
 from .._parts.pooling import masked_mean
 from ..registry import register_method
@@ -17,7 +18,7 @@ from .composition import PerModalityEncoders
 
 
 @register_method("infonce-align")
-class InfoNCEAlign(MissingModalityModel):
+class InfoNCEAlign(FactorisedFusion, MissingModalityModel):
     """Masked-mean fusion of modality embeddings aligned by pairwise symmetric InfoNCE.
 
     Paper: contrastive coordinated representation — the symmetric InfoNCE of
@@ -76,9 +77,14 @@ class InfoNCEAlign(MissingModalityModel):
         z = self.encoders(batch)
         return torch.stack([self.projections[m.name](z[:, j]) for j, m in enumerate(self.spec.modalities)], dim=1)
 
-    def forward(self, batch: Batch) -> Output:
-        u = self.embed(batch)
-        return Output(self.head(masked_mean(u, batch.mask)), aux={"embeddings": u})
+    # forward = fuse_embeddings(encode_modalities(batch), mask) (FactorisedFusion): all-subsets
+    # evaluation embeds each modality once and re-runs only the masked mean and the head.
+    def encode_modalities(self, batch: Batch) -> Tensor:
+        return self.embed(batch)
+
+    def fuse_embeddings(self, z: Tensor, mask: Tensor) -> Output:
+        """z (B, M, P) aligned embeddings, mask (B, M) -> logits (B, C); z kept in aux for the loss."""
+        return Output(self.head(masked_mean(z, mask)), aux={"embeddings": z})
 
     def alignment_loss(self, embeddings: Tensor, mask: Tensor) -> Tensor:
         """Mean masked pairwise symmetric InfoNCE (unweighted) of (B, M, P) embeddings under a (B, M) mask."""

@@ -1,0 +1,64 @@
+"""All-subsets evaluation cost on handwritten (6 modalities, 63 subsets, 400 test rows).
+
+Usage: python benchmarks/bench_subsets.py [--methods masked-mean,late-ensemble] [--repeats 7] [--threads 1]
+
+For each method (trained a few epochs: the cost of evaluation does not depend
+on how well the model is trained) it times, in one process, best of
+``--repeats``:
+  one   = ``evaluate(model, test)``: one full evaluation (forward + metrics);
+  slow  = ``evaluate_subsets(model, test, fast=False)``: 63 full passes;
+  fast  = ``evaluate_subsets(model, test)``: encode once, re-run the fusion per subset
+          (methods declaring FactorisedFusion; others fall back to the slow path).
+and prints slow/one, fast/one (the issue's figure, aim <= 3) and slow/fast.
+Not a test: timings depend on the machine and its load.
+"""
+
+import argparse
+import time
+
+import torch
+
+from mlmm.data.registry import load_dataset
+from mlmm.data.splits import make_splits
+from mlmm.methods._parts.factorised import is_factorised
+from mlmm.metrics.evaluate import evaluate, evaluate_subsets
+from mlmm.train.loop import TrainConfig, Trainer, build_method
+
+
+def best_of(repeats: int, fn) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--methods", default="masked-mean,masked-max,sign-max,late-ensemble,infonce-align,zero-fill")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data = load_dataset("handwritten")
+    train, val, test = make_splits(data, "fixed", 0)
+    print(f"handwritten: {len(test)} test rows, {2 ** data.spec.n_modalities - 1} subsets, "
+          f"threads {torch.get_num_threads()}, best of {args.repeats}")
+    print(f"{'method':15s} {'path':5s} {'one ms':>8s} {'slow ms':>8s} {'fast ms':>8s} {'slow/one':>9s} "
+          f"{'fast/one':>9s} {'slow/fast':>9s}")
+    for name in args.methods.split(","):
+        fit = Trainer(TrainConfig(max_epochs=args.epochs)).fit(build_method(name, data.spec, seed=0), train, val)
+        model = fit.model
+        assert evaluate_subsets(model, test, fast=False) == evaluate_subsets(model, test)  # same figures
+        one = best_of(args.repeats, lambda: evaluate(model, test))
+        slow = best_of(args.repeats, lambda: evaluate_subsets(model, test, fast=False))
+        fast = best_of(args.repeats, lambda: evaluate_subsets(model, test))
+        path = "fast" if is_factorised(model.method) else "slow"
+        print(f"{name:15s} {path:5s} {1e3 * one:8.1f} {1e3 * slow:8.1f} {1e3 * fast:8.1f} {slow / one:9.2f} "
+              f"{fast / one:9.2f} {slow / fast:9.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Capability: a forward pass that factorises into per-modality encoding and a fusion.
+
+Methods whose ``forward`` is "encode every modality on its own, then fuse the
+(B, M, D) embeddings under the mask" can be evaluated on all 2^M - 1 modality
+subsets at the cost of one encoding pass plus 2^M - 1 (cheap) fusions,
+instead of 2^M - 1 full passes (``mlmm.metrics.evaluate.evaluate_subsets``).
+
+A method declares the capability by inheriting from ``FactorisedFusion``
+(before ``MissingModalityModel``) and implementing ``encode_modalities`` and
+``fuse_embeddings``; its ``forward`` is then the mixin's, by construction
+``fuse_embeddings(encode_modalities(batch), batch.mask)``. A subclass that
+overrides ``forward`` loses the capability automatically (``is_factorised``
+checks that the forward in use is the mixin's), so the fast path can never
+run a computation the method does not.
+
+Why ``fuse_embeddings`` returns an ``Output`` rather than bare logits: some
+methods' losses need per-modality terms from the fusion (late-ensemble's member
+logits), and the fast path then simply reads ``.logits``. The names are not
+``encode`` / ``fuse`` because early-fusion methods already use ``fuse(batch)``
+for something else.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ...data.batch import Batch
+from ..base import Output
+
+
+class FactorisedFusion:
+    """Mixin: ``forward(batch) = fuse_embeddings(encode_modalities(batch), batch.mask)``.
+
+    Contract for the two parts:
+    - ``encode_modalities(batch) -> (B, M, D)``: row b, slot m depends only on
+      ``batch.inputs[m][b]`` when ``batch.mask[b, m]`` is True (and is ignored
+      otherwise), never on other modalities or batch-mates in eval mode;
+    - ``fuse_embeddings(z, mask) -> Output``: z (B, M, D), mask (B, M) bool;
+      reads ``z[b, m]`` only where ``mask[b, m]``, so it may be called with any
+      mask narrower than the one ``z`` was encoded under.
+    """
+
+    def encode_modalities(self, batch: Batch) -> Tensor:
+        raise NotImplementedError
+
+    def fuse_embeddings(self, z: Tensor, mask: Tensor) -> Output:
+        raise NotImplementedError
+
+    def forward(self, batch: Batch) -> Output:
+        return self.fuse_embeddings(self.encode_modalities(batch), batch.mask)
+
+
+def is_factorised(method: object) -> bool:
+    """True when ``method`` declares ``FactorisedFusion`` and still uses its ``forward``."""
+    return isinstance(method, FactorisedFusion) and type(method).forward is FactorisedFusion.forward
