@@ -99,7 +99,8 @@ class Burst(TimeMaskProtocol):
     """The rate is the fraction of time steps lost in every affected (sample, sequence modality), realised exactly per row (round(rate*T) steps), in intermittent blocks of `block` steps placed uniformly at random; at least one step is kept.
 
     See ``time_masks.burst_steps``. Affects every sequence modality unless
-    ``modalities`` names some.
+    ``modalities`` names some. Bursts lie inside the sequence, so the first
+    and last ``block - 1`` steps are lost less often than interior ones.
     """
 
     parameter_docs = {
