@@ -1,0 +1,1 @@
+"""Graph learning: relate samples (or modalities) by a similarity graph and propagate over it."""

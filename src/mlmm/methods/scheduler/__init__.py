@@ -1,0 +1,1 @@
+"""Discrete schedulers: route each sample to one expert by its availability pattern."""

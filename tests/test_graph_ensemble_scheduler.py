@@ -1,0 +1,352 @@
+"""Graph, ensemble and scheduler methods: m3care-graph, tmc, dynmm-gate, pattern-router.
+
+The conformance suite (test_conformance.py) covers their generic contract; these
+tests check each mechanism against a known answer on small synthetic data.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.distributions import Dirichlet, kl_divergence
+
+from mlmm.data.batch import Batch
+from mlmm.data.datasets import make_synthetic
+from mlmm.data.preprocess import Standardizer
+from mlmm.methods import METHODS
+from mlmm.methods._parts.evidential import (
+    combine_opinions,
+    combine_two,
+    dirichlet_kl_to_uniform,
+    evidential_loss,
+    opinion,
+    opinion_to_alpha,
+)
+from mlmm.methods.representation.composition import MaskedMeanFusion
+from mlmm.methods.scheduler.llm import make_llm_router, routing_prompt
+from mlmm.missing.functional import entry_rate_mask
+from mlmm.train.loop import TrainConfig, Trainer, build_method
+
+NEW_METHODS = {"m3care-graph": "graph", "tmc": "ensemble", "dynmm-gate": "ensemble", "pattern-router": "scheduler"}
+
+
+@pytest.mark.parametrize("name", sorted(NEW_METHODS))
+def test_registered_with_full_metadata(name: str) -> None:
+    cls = METHODS.get(name)
+    info = cls.info
+    assert info.category == NEW_METHODS[name]
+    assert info.needs_complete_train is False
+    assert info.paper and info.summary and "Shapes" in cls.__doc__
+    assert info.recovers_missing is (name == "m3care-graph")
+    assert info.recovery_space == ("embedding" if name == "m3care-graph" else None)
+
+
+def _data(n: int = 120, seed: int = 0):
+    return make_synthetic(n_samples=n, n_classes=3, n_modalities=3, dims=(3, 4, 5), seed=seed)
+
+
+def _prepared(name: str, data, seed: int = 0, **params):
+    """(method prepared on the standardised training split, standardised test batch)."""
+    train, test = data.split("train"), data.split("test")
+    standardizer = Standardizer(data.spec).fit(train.as_batch())
+    method = build_method(name, data.spec, seed, **params)
+    with torch.no_grad():
+        method.prepare(standardizer(train.as_batch()), standardizer)
+        test_batch = standardizer(test.as_batch())
+    method.eval()
+    return method, test_batch
+
+
+def _all_masks(n: int, n_modalities: int) -> torch.Tensor:
+    """(n, M) mask cycling through every non-empty subset."""
+    subsets = [s for s in itertools.product((False, True), repeat=n_modalities) if any(s)]
+    return torch.tensor([subsets[i % len(subsets)] for i in range(n)])
+
+
+# ------------------------------------------------------------------ TMC
+
+
+def test_combining_with_a_vacuous_opinion_returns_the_other_exactly() -> None:
+    evidence = torch.tensor([[3.0, 0.5, 0.0, 7.25], [0.0, 0.0, 0.0, 0.1]])
+    b, u = opinion(evidence)
+    vb, vu = opinion(torch.zeros_like(evidence))
+    assert torch.equal(vb, torch.zeros_like(vb)) and torch.equal(vu, torch.ones_like(vu))
+    for cb, cu in (combine_two(b, u, vb, vu), combine_two(vb, vu, b, u)):
+        assert torch.equal(cb, b) and torch.equal(cu, u)
+    # Folding over modalities: vacuous slots anywhere leave the one real opinion unchanged.
+    stacked_b = torch.stack([vb, b, vb], dim=1)
+    stacked_u = torch.stack([vu, u, vu], dim=1)
+    fb, fu = combine_opinions(stacked_b, stacked_u)
+    assert torch.equal(fb, b) and torch.equal(fu, u)
+    torch.testing.assert_close(opinion_to_alpha(fb, fu), evidence + 1.0)
+
+
+def test_dempster_shafer_combination_hand_values() -> None:
+    b1, u1 = torch.tensor([[0.5, 0.2]]), torch.tensor([0.3])
+    b2, u2 = torch.tensor([[0.1, 0.6]]), torch.tensor([0.3])
+    b, u = combine_two(b1, u1, b2, u2)
+    # C = 0.5*0.6 + 0.2*0.1 = 0.32; b = (b1 b2 + b1 u2 + b2 u1) / 0.68; u = 0.09 / 0.68
+    torch.testing.assert_close(b, torch.tensor([[0.23, 0.36]]) / 0.68)
+    torch.testing.assert_close(u, torch.tensor([0.09]) / 0.68)
+    torch.testing.assert_close(b.sum(1) + u, torch.ones(1))
+
+
+def test_evidential_loss_matches_torch_distributions() -> None:
+    alpha = torch.tensor([[1.0, 1.0, 1.0], [4.0, 1.5, 2.0], [1.0, 9.0, 1.2]])
+    expected_kl = kl_divergence(Dirichlet(alpha), Dirichlet(torch.ones(3)))
+    torch.testing.assert_close(dirichlet_kl_to_uniform(alpha), expected_kl)
+    assert float(dirichlet_kl_to_uniform(torch.ones(1, 5))[0]) == pytest.approx(0.0, abs=1e-6)
+    target = torch.tensor([0, 0, 1])
+    ace = torch.digamma(alpha.sum(1)) - torch.digamma(alpha[torch.arange(3), target])
+    torch.testing.assert_close(evidential_loss(alpha, target, 0.0), ace)
+    tilde = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.5, 2.0], [1.0, 1.0, 1.2]])  # true-class evidence removed
+    torch.testing.assert_close(evidential_loss(alpha, target, 0.5),
+                               ace + 0.5 * kl_divergence(Dirichlet(tilde), Dirichlet(torch.ones(3))))
+
+
+def test_tmc_uncertainty_rises_as_modalities_go_missing() -> None:
+    method, batch = _prepared("tmc", _data())
+    masks = [torch.tensor([True, True, True]), torch.tensor([True, True, False]), torch.tensor([True, False, False])]
+    with torch.no_grad():
+        outs = [method(batch.with_mask(m.expand(batch.size, -1).clone())) for m in masks]
+    u = [o.aux["uncertainty"] for o in outs]
+    assert all(x.shape == (batch.size,) for x in u)
+    # Dropping a modality never lowers a sample's uncertainty, and lowers the mean strictly.
+    assert bool((u[0] <= u[1] + 1e-7).all() and (u[1] <= u[2] + 1e-7).all())
+    assert float(u[0].mean()) < float(u[1].mean()) < float(u[2].mean())
+    # A sample with no modality is the vacuous opinion: u = 1, uniform logits.
+    with torch.no_grad():
+        empty = method(batch.with_mask(torch.zeros_like(batch.mask)))
+    assert torch.equal(empty.aux["uncertainty"], torch.ones(batch.size))
+    assert torch.equal(empty.logits, torch.zeros_like(empty.logits))
+
+
+def test_tmc_logits_follow_the_combined_belief_and_missing_views_drop_out() -> None:
+    method, batch = _prepared("tmc", _data())
+    batch = batch.with_mask(_all_masks(batch.size, 3))
+    with torch.no_grad():
+        out = method(batch)
+    b, u = combine_opinions(*opinion(out.aux["evidence"]))
+    assert torch.equal(out.logits.argmax(1), b.argmax(1))
+    alpha = out.aux["alpha"]
+    torch.testing.assert_close(out.logits.softmax(1), alpha / alpha.sum(1, keepdim=True))
+    # Only present modalities carry evidence; the fused opinion equals the fold over present ones.
+    assert torch.equal(out.aux["evidence"][~batch.mask], torch.zeros_like(out.aux["evidence"][~batch.mask]))
+    for i in range(7):
+        present = batch.mask[i].nonzero().flatten()
+        eb, eu = opinion(out.aux["evidence"][i, present].unsqueeze(0))
+        fb, fu = combine_opinions(eb, eu)
+        torch.testing.assert_close(fb[0], b[i])
+        torch.testing.assert_close(fu[0], u[i])
+
+
+def test_tmc_kl_weight_anneals_with_optimiser_steps_only() -> None:
+    method, batch = _prepared("tmc", _data(), anneal_steps=4)
+    method.train()
+    optimiser = torch.optim.AdamW(method.parameters(), lr=1e-3)
+    weights = []
+    for _ in range(6):
+        out = method(batch)
+        method(batch)  # a second forward on the same parameters is not a new step
+        weights.append(method.kl_weight())
+        loss = sum(method.loss(batch, out).values())
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert weights == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert int(method.train_steps) == 6
+    method.eval()
+    with torch.no_grad():
+        method(batch)
+    assert int(method.train_steps) == 6  # evaluation never counts
+
+
+# ------------------------------------------------------------------ DynMM
+
+
+def test_dynmm_gate_never_picks_an_infeasible_expert() -> None:
+    method, batch = _prepared("dynmm-gate", _data())
+    batch = batch.with_mask(_all_masks(batch.size, 3))
+    # Bias the gate hard towards "only:m0": samples lacking m0 must still get a feasible expert.
+    with torch.no_grad():
+        method.gate[-1].bias.copy_(torch.tensor([50.0, 0.0, 0.0, 0.0]))
+    for train in (False, True):
+        method.train(train)
+        torch.manual_seed(0)
+        out = method(batch)
+        chosen = out.aux["expert"]
+        assert bool(out.aux["feasible"].gather(1, chosen.unsqueeze(1)).all())
+        assert bool((chosen[batch.mask[:, 0]] == 0).all())
+        assert bool((chosen[~batch.mask[:, 0]] != 0).all())
+        # One-hot weights (straight-through in training): logits are exactly the chosen expert's.
+        expected = out.aux["expert_logits"][torch.arange(batch.size), chosen]
+        torch.testing.assert_close(out.logits, expected)
+    assert method.expert_names == ("only:m0", "only:m1", "only:m2", "fusion")
+
+
+def test_dynmm_compute_penalty_is_the_chosen_experts_cost() -> None:
+    method, batch = _prepared("dynmm-gate", _data(), compute_penalty=0.5)
+    full = batch.with_mask(torch.ones_like(batch.mask))
+    cost = method.expert_cost(full.mask)
+    torch.testing.assert_close(cost[:, -1], torch.ones(batch.size))  # fusion on all modalities costs 1
+    torch.testing.assert_close(cost[:, :-1].sum(1), torch.ones(batch.size))  # unimodal costs add up to 1
+    with torch.no_grad():
+        method.gate[-1].bias.copy_(torch.tensor([0.0, 0.0, 0.0, 50.0]))  # always fusion
+        out = method(full)
+    assert bool((out.aux["expert"] == 3).all())
+    terms = method.loss(full, out)
+    assert float(terms["compute"]) == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------ pattern router
+
+
+def _fit_router(router=None, **params):
+    data = _data(n=150, seed=3)
+    train, test = data.split("train"), data.split("test")
+    mask = torch.as_tensor(entry_rate_mask(len(train), 3, 0.3, np.random.default_rng(0)))
+    method = build_method("pattern-router", data.spec, 0, **params)
+    method.router = router
+    fit = Trainer(TrainConfig(max_epochs=2, batch_size=16, patience=2)).fit(method, train.with_mask(mask), test)
+    return method, fit, data
+
+
+def test_trainer_calls_calibrate_once_on_the_validation_split_without_gradients() -> None:
+    calls = []
+
+    class Recording(MaskedMeanFusion):  # not registered: the Trainer takes an instance
+        def calibrate(self, val: Batch) -> None:
+            calls.append((val.size, self.training, torch.is_grad_enabled(), float(val.inputs["m0"].mean())))
+
+    data = _data(n=60)
+    train, val = data.split("train"), data.split("test")
+    Trainer(TrainConfig(max_epochs=1, batch_size=16)).fit(Recording(data.spec), train, val)
+    assert len(calls) == 1
+    size, training, grad, mean = calls[0]
+    assert size == len(val) and not training and not grad
+    standardizer = Standardizer(data.spec).fit(train.as_batch())
+    assert mean == pytest.approx(float(standardizer(val.as_batch()).inputs["m0"].mean()))  # standardised
+
+
+def test_router_picks_the_best_feasible_expert_per_pattern_with_fallback() -> None:
+    method, _, data = _fit_router(min_count=5)
+    assert len(method.calibration) == 7 and method.route_codes.numel() == 7
+    names = method.expert_names
+    assert names == ("fusion", "late-ensemble", "only:m0", "only:m1", "only:m2")
+    for record in method.calibration:
+        experts = record["experts"]
+        scored = [e for e in experts if e["val_accuracy"] is not None]
+        assert all(e["feasible"] for e in scored)
+        assert record["source"] == "rule"
+        if record["count"] < 5:
+            assert record["choice"] == "fusion" and not scored
+        else:
+            best = max(scored, key=lambda e: e["val_accuracy"] - 1e-3 * min(e["val_nll"], 10.0))
+            assert record["choice"] == best["name"]
+        chosen = next(e for e in experts if e["name"] == record["choice"])
+        assert chosen["feasible"]
+    # Forward follows the table, and the chosen expert is always feasible.
+    _, test_batch = _prepared("pattern-router", data)
+    batch = test_batch.with_mask(_all_masks(test_batch.size, 3))
+    with torch.no_grad():
+        out = method(batch)
+    table = {r["pattern"]: names.index(r["choice"]) for r in method.calibration}
+    for i in range(batch.size):
+        pattern = tuple(m for m, keep in zip(data.spec.modality_names, batch.mask[i].tolist()) if keep)
+        assert int(out.aux["expert"][i]) == table[pattern]
+    assert bool(method.feasible(batch.mask).gather(1, out.aux["expert"].unsqueeze(1)).all())
+    torch.testing.assert_close(out.logits, out.aux["expert_log_probs"][torch.arange(batch.size), out.aux["expert"]])
+
+
+def test_router_without_calibration_uses_the_fallback() -> None:
+    method, batch = _prepared("pattern-router", _data())
+    with torch.no_grad():
+        out = method(batch.with_mask(_all_masks(batch.size, 3)))
+    assert bool((out.aux["expert"] == 0).all())
+
+
+def test_language_model_router_is_used_when_feasible_and_never_when_not() -> None:
+    seen = []
+
+    def fake(pattern, experts):  # asks for m2's classifier whatever the pattern
+        seen.append((pattern, [e["name"] for e in experts], experts[0]["rule_choice"]))
+        return "only:m2"
+
+    method, _, _ = _fit_router(router=fake)
+    assert len(seen) == 7
+    for record in method.calibration:
+        if "m2" in record["pattern"]:
+            assert record["choice"] == "only:m2" and record["source"] == "router"
+        else:  # infeasible answer: discarded, the rule decides
+            assert record["choice"] != "only:m2" and record["source"].startswith("rule (router answer")
+    # An answer naming no expert at all is discarded too.
+    method, _, _ = _fit_router(router=lambda pattern, experts: "the best one")
+    assert all(r["source"].startswith("rule (router answer") for r in method.calibration)
+
+
+def test_llm_router_prompt_and_parsing() -> None:
+    experts = [{"name": "only:a", "requires": ("a",), "feasible": True, "val_accuracy": 0.9, "val_count": 12,
+                "cost": 0.5},
+               {"name": "only:ab", "requires": ("ab",), "feasible": False, "val_accuracy": None, "val_count": 0,
+                "cost": 0.5}]
+    prompt = routing_prompt(("a",), experts)
+    assert "only: a." not in prompt and "available: a." in prompt and "0.900 (12)" in prompt
+    prompts = []
+    route = make_llm_router(lambda p: prompts.append(p) or "I would use only:ab, then only:a.")
+    assert route(("a",), experts) == "only:ab" and prompts == [prompt]
+    assert make_llm_router(lambda p: "none of them")(("a",), experts) == ""
+
+
+# ------------------------------------------------------------------ graph
+
+
+def test_graph_imputes_a_missing_embedding_closer_to_the_truth_than_the_mean() -> None:
+    data = make_synthetic(n_samples=300, n_classes=3, n_modalities=3, dims=8, redundancy=0.8, noise=0.5, seed=0)
+    train, test = data.split("train"), data.split("test")
+    method = build_method("m3care-graph", data.spec, 0)
+    fit = Trainer(TrainConfig(max_epochs=5, batch_size=32, patience=5)).fit(method, train, test, seed=0)
+    with torch.no_grad():
+        batch = fit.model.standardizer(test.as_batch())
+        truth = method.encoders(batch)  # (B, M, D), every modality present
+        mean = method.bank_embeddings().mean(dim=0)  # (M, D): bank rows all hold every modality
+        for j, name in enumerate(data.spec.modality_names):
+            mask = batch.mask.clone()
+            mask[:, j] = False
+            recovered = method.recover(batch.with_mask(mask))[name]
+            graph_error = (recovered - truth[:, j]).norm(dim=1).mean()
+            mean_error = (mean[j] - truth[:, j]).norm(dim=1).mean()
+            # Measured ratio ~0.55-0.6 (0.8-0.96 with untrained encoders).
+            assert float(graph_error) < 0.8 * float(mean_error), (name, float(graph_error), float(mean_error))
+
+
+def test_graph_fills_only_from_bank_rows_holding_the_modality_and_never_from_itself() -> None:
+    data = _data(n=120, seed=1)
+    train = data.split("train")
+    holder = 7
+    mask = torch.ones(len(train), 3, dtype=torch.bool)
+    mask[:, 1] = False
+    mask[holder, 1] = True  # a single bank row holds m1
+    standardizer = Standardizer(data.spec).fit(train.as_batch())
+    method = build_method("m3care-graph", data.spec, 0, bank_per_step=10_000, k=3)
+    with torch.no_grad():
+        bank = standardizer(train.with_mask(mask).as_batch())
+        method.prepare(bank, standardizer)
+        method.eval()
+        others = bank.select(torch.tensor([0, 1, 2, 30]))  # rows without m1
+        recovered = method.recover(others)["m1"]
+        # Row-normalised weights over the one holder: exactly its embedding.
+        expected = method.bank_embeddings()[holder, 1].expand_as(recovered)
+        torch.testing.assert_close(recovered, expected)
+        # In training the holder itself, m1 dropped, cannot recover m1 from its own bank copy.
+        method.train()
+        own = bank.select(torch.tensor([holder]))
+        own = own.with_mask(own.mask & torch.tensor([True, False, True]))
+        torch.manual_seed(0)
+        _, _, exclude = method._graph_bank(own)
+        assert bool(exclude[0, holder]) and int(exclude.sum()) == 1
+        _, has = method.impute(own, method.encoders(own))
+        assert has.tolist() == [[True, False, True]]
