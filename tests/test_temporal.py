@@ -259,6 +259,7 @@ def test_burst_through_the_cli_on_basicmotions(capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["protocol"] == "burst"
     assert result["realised"]["test"]["missing_entry_fraction"] == 0.0
+    assert result["realised"]["test"]["missing_step_fraction"] == {"accelerometer": 0.3, "gyroscope": 0.3}
 
 
 # ------------------------------------------------------------------ methods

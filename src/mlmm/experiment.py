@@ -115,6 +115,9 @@ def _mean_realised(records: list[dict], role: str) -> dict:
     out = {k: float(np.mean([r["realised"][role][k] for r in records])) for k in keys}
     out["mask_sha256"] = [r["realised"][role]["mask_sha256"] for r in records]
     out["subset_counts_seed0"] = records[0]["realised"][role]["subset_counts"]
+    if "missing_step_fraction" in records[0]["realised"][role]:  # time-level protocols (burst, ...)
+        steps = [r["realised"][role]["missing_step_fraction"] for r in records]
+        out["missing_step_fraction"] = {k: float(np.mean([s[k] for s in steps])) for k in steps[0]}
     return out
 
 

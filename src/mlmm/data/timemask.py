@@ -113,5 +113,5 @@ def missing_step_fractions(time_mask: TimeMask | None, mask: Tensor, names: Sequ
     for j, name in enumerate(names):
         if name in time_mask:
             steps = time_mask[name] & mask[:, j].unsqueeze(1)
-            out[name] = float(1.0 - steps.double().mean()) if steps.numel() else 0.0
+            out[name] = float((~steps).double().mean()) if steps.numel() else 0.0
     return out
