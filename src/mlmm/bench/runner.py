@@ -81,6 +81,9 @@ def run_bench(spec: BenchSpec, db: str | Path, *, spec_text: str = "", overrides
     Raises ``CellFailed`` after storing everything that finished if a cell raises.
     """
     start = time.perf_counter()
+    for name, value in (("workers", workers), ("threads", threads)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")  # before the database is created
     cells = expand(spec, source=source)
     with ResultStore(db) as store:
         digest = store.add_spec(spec, spec_text, overrides)
