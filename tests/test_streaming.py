@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from mlmm.data.base import MultimodalDataset
-from mlmm.data.batch import Batch
 from mlmm.data.preprocess import Standardizer
 from mlmm.data.spec import DatasetSpec, ModalitySpec, TaskSpec
 from mlmm.methods.temporal.streaming_gru import StreamingGRU

@@ -11,7 +11,6 @@ import torch
 from mlmm.data.base import MultimodalDataset
 from mlmm.data.batch import Batch, validate_batch
 from mlmm.data.preprocess import Standardizer
-from mlmm.data.registry import load_dataset
 from mlmm.data.spec import DatasetSpec, ModalitySpec, TaskSpec
 from mlmm.methods._parts.time_pool import masked_time_mean_max
 from mlmm.missing import Asynchronous, Burst, Catastrophic, Scenario, Systematic, make_protocol

@@ -23,6 +23,7 @@ from torch import Tensor
 from .data.base import MultimodalDataset
 from .data.batch import Batch
 from .data.spec import DatasetSpec
+from .methods.temporal.streaming_gru import normalised_entropy
 from .train.loop import FittedModel
 
 __all__ = ["StepResult", "Streamer", "failure_time_mask", "parse_failures", "stream_demo", "stream_curves"]
@@ -89,8 +90,7 @@ class Streamer:
         t = self._state.t
         self._state, logits = self.model.method.stream_step(self._state, std, observed)
         probs = logits.softmax(dim=-1)
-        entropy = -(probs * probs.clamp_min(1e-12).log()).sum(dim=-1) / float(np.log(probs.shape[-1]))
-        return StepResult(logits, probs, probs.argmax(dim=-1), entropy, t)
+        return StepResult(logits, probs, probs.argmax(dim=-1), normalised_entropy(logits), t)
 
 
 def parse_failures(items: Sequence[str], spec: DatasetSpec) -> dict[str, int]:
@@ -182,13 +182,15 @@ def stream_curves(model: FittedModel, data: MultimodalDataset, failures: Mapping
 
 @dataclass
 class StreamDemo:
-    """What ``stream_demo`` returns: per-condition curves and the training summary."""
+    """What ``stream_demo`` returns: per-condition curves (see ``stream_curves``), the
+    training summary and the trained model (to stream more conditions)."""
 
     curves: dict[str, dict]
     final_accuracy: float
     train_seconds: float
     epochs_run: int
     info: dict = field(default_factory=dict)
+    model: FittedModel | None = None
 
 
 def stream_demo(dataset: str, failures: Mapping[str, int], *, method: str = "streaming-gru", seed: int = 0,
@@ -221,4 +223,4 @@ def stream_demo(dataset: str, failures: Mapping[str, int], *, method: str = "str
         curves[label] = stream_curves(fit.model, test_split, failures)
     return StreamDemo(curves, curves["all sensors"]["accuracy"][-1], fit.train_seconds, len(fit.history),
                       {"dataset": dataset, "method": method, "seed": seed, "train_protocol": train_protocol,
-                       "train_rate": train_rate, "n_test": len(test_split)})
+                       "train_rate": train_rate, "n_test": len(test_split)}, fit.model)

@@ -9,6 +9,7 @@ give the prediction ``forward`` would give for the prefix seen so far
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
@@ -45,7 +46,7 @@ class StreamState:
 def normalised_entropy(logits: Tensor) -> Tensor:
     """(..., C) logits -> (...) predictive entropy / log C, in [0, 1] (1 = uniform)."""
     logp = F.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1) / torch.log(torch.tensor(float(logits.shape[-1])))
+    return -(logp.exp() * logp).sum(dim=-1) / math.log(logits.shape[-1])
 
 
 @register_method("streaming-gru")
