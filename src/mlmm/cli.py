@@ -1,4 +1,4 @@
-"""The ``mlmm`` command line: datasets | methods | protocols | run | demo | bench | reproduce.
+"""The ``mlmm`` command line: datasets | methods | protocols | run | demo | bench | reproduce | report.
 
 The CLI owns I/O, paths, devices and seeds; the library underneath never
 prints. Bad input exits with code 2 and one line on stderr.
@@ -158,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench.commands import add_parsers as add_bench_parsers
 
     add_bench_parsers(sub)  # bench, reproduce
+
+    report = sub.add_parser("report", help="static HTML report and markdown tables of benchmark results")
+    report.add_argument("results", help="results database of `mlmm bench` (SQLite), or a JSON / JSONL file of cells")
+    report.add_argument("-o", "--out", default="mlmm-report", help="folder for index.html and report.md")
+    report.add_argument("--spec", help="report only this spec's cells")
+    report.add_argument("--reference", help="method the robustness gaps are measured against "
+                                            "(default: each spec's `reference`)")
     return parser
 
 
@@ -285,6 +292,18 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"\nwrote {out.report_path}, {out.csv_path} and {out.json_path} ({out.seconds:.0f} s)")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    try:
+        from .report import write_report
+        from .report.load import load_results
+    except ImportError as err:  # matplotlib is the optional extra `report`
+        raise UsageError(f"report: {err}; install it with: pip install 'mlmm[report]'") from None
+
+    cells, references = load_results(args.results, args.spec)
+    paths = write_report(cells, args.out, reference=args.reference or references)
+    print(f"wrote {paths['html']} and {paths['markdown']} ({len(cells)} cells)")
+
+
 def cmd_stream(args: argparse.Namespace) -> None:
     from .data.registry import load_dataset
     from .report import format_table
@@ -327,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench.commands import cmd_bench, cmd_reproduce
 
         handler = {"run": cmd_run, "demo": cmd_demo, "bench": cmd_bench, "stream": cmd_stream,
-                   "reproduce": cmd_reproduce}.get(args.command, cmd_listing)
+                   "reproduce": cmd_reproduce, "report": cmd_report}.get(args.command, cmd_listing)
         handler(args)
     except (UsageError, UnknownNameError, ValueError, OSError) as err:
         if os.environ.get("MLMM_DEBUG"):

@@ -92,6 +92,17 @@ def _ru_maxrss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
+def _release_free_heap() -> None:
+    """Return freed heap pages to the OS (glibc ``malloc_trim``), so that memory an earlier
+    block freed but the allocator kept resident does not hide this block's growth."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class PeakMemory:
     """Context manager: peak memory of the block it wraps.
 
@@ -104,7 +115,10 @@ class PeakMemory:
     only allocations through Python's allocator (and numpy's), not torch's tensor memory,
     which is what training spends. ``cpu_method`` in the figures says which was used.
     RSS counts the whole process (interpreter, libraries, data), so ``cpu_peak_growth_bytes``
-    (peak minus RSS on entry) is the block's own share.
+    (peak minus RSS on entry, after glibc's ``malloc_trim`` hands freed heap back) is the
+    block's own share. It still understates in a long-lived process where memory freed
+    earlier stays mapped (torch's and numpy's large buffers are mmap-ed and returned on
+    free, small ones may be kept): a fresh process per cell gives the cleanest figure.
 
     Side effect (Linux): the reset also lowers what ``ru_maxrss`` reports afterwards for
     this process; an outer measurement spanning the block sees the peak since the reset.
@@ -118,6 +132,7 @@ class PeakMemory:
         self.figures: dict[str, object] = {}
 
     def __enter__(self) -> "PeakMemory":
+        _release_free_heap()
         self._method = "ru_maxrss-delta"
         try:
             with open("/proc/self/clear_refs", "w") as f:
@@ -142,7 +157,8 @@ class PeakMemory:
         else:
             peak = _ru_maxrss_bytes()
             growth = peak - self._maxrss_start
-        self.figures = {"cpu_peak_rss_bytes": int(peak), "cpu_peak_growth_bytes": None if growth is None else int(growth),
+        self.figures = {"cpu_peak_rss_bytes": int(peak),
+                        "cpu_peak_growth_bytes": None if growth is None else max(0, int(growth)),
                         "cpu_method": self._method}
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
