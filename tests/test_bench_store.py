@@ -26,7 +26,7 @@ def fake_result(seed: int) -> dict:
                    "train_seconds": 1.5, "epochs_run": 4, "n_parameters": 123,
                    "calibration": {"ece": 0.05}},  # a key added to run_seed's record later flows through
         "versions": {"mlmm": "0.1.0"}, "worker": "host:1", "started_at": "2026-01-01T00:00:00+00:00",
-        "finished_at": "2026-01-01T00:00:01+00:00", "wall_seconds": 1.0,
+        "finished_at": "2026-01-01T00:00:01+00:00", "wall_seconds": 1.0, "cpu_seconds": 0.9,
     }
 
 
@@ -53,6 +53,7 @@ def test_round_trip_merges_key_fields_with_the_record(tmp_path) -> None:
     assert row["subsets"]["m0"]["n"] == 10 and row["n_parameters"] == 123 and row["epochs_run"] == 4
     assert row["config_hash"] == cells[-1].config_hash and len(row["mask_sha256"]) == 64
     assert row["versions"] == {"mlmm": "0.1.0"} and row["finished_at"].startswith("2026")
+    assert row["wall_seconds"] == 1.0 and row["cpu_seconds"] == 0.9
     specs = load_specs(db)
     assert len(specs) == 1 and specs[0]["name"] == "store-test" and specs[0]["yaml"] == SPEC
     assert specs[0]["reference"] == "zero-fill" and specs[0]["overrides"] == ["seeds=[0,1]"]

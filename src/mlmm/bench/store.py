@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS cells (
     started_at TEXT NOT NULL,
     finished_at TEXT NOT NULL,
     wall_seconds REAL NOT NULL,
+    cpu_seconds REAL,
     PRIMARY KEY (spec, config_hash, seed)
 );
 CREATE INDEX IF NOT EXISTS cells_by_method ON cells (spec, dataset, method_label, scenario);
@@ -89,7 +90,8 @@ CREATE INDEX IF NOT EXISTS cells_by_method ON cells (spec, dataset, method_label
 #: The cell columns ``load_cells`` returns besides the record (JSON columns decoded).
 _KEY_COLUMNS = ("spec", "config_hash", "seed", "dataset", "method", "method_label", "method_params", "protocol",
                 "protocol_params", "train_rate", "test_rate", "scenario", "split", "train_config", "mask_sha256",
-                "versions", "spec_hash", "run_id", "worker", "started_at", "finished_at", "wall_seconds")
+                "versions", "spec_hash", "run_id", "worker", "started_at", "finished_at", "wall_seconds",
+                "cpu_seconds")
 _JSON_COLUMNS = {"method_params", "protocol_params", "train_config", "versions"}
 
 
@@ -180,7 +182,7 @@ class ResultStore:
 
     def write_cell(self, cell: Cell, result: dict, spec_digest: str, run_id: int) -> bool:
         """Store a finished cell in one transaction. ``result`` is what ``execute_cell`` returns
-        (``record``, ``versions``, ``worker``, ``started_at``, ``finished_at``, ``wall_seconds``).
+        (``record``, ``versions``, ``worker``, ``started_at``, ``finished_at``, ``wall_seconds``, ``cpu_seconds``).
         Returns False (and changes nothing) if the cell was already stored."""
         record = result["record"]
         row = (cell.spec, cell.config_hash, cell.seed, cell.dataset, cell.method, cell.method_label,
@@ -188,7 +190,7 @@ class ResultStore:
                json.dumps(cell.protocol_params, sort_keys=True), cell.train_rate, cell.test_rate, cell.scenario,
                cell.split, json.dumps(cell.identity()["train"], sort_keys=True), combined_mask_sha256(record),
                json.dumps(record), json.dumps(result["versions"]), spec_digest, run_id, result["worker"],
-               result["started_at"], result["finished_at"], result["wall_seconds"])
+               result["started_at"], result["finished_at"], result["wall_seconds"], result.get("cpu_seconds"))
         with self._transaction() as c:
             cur = c.execute(f"INSERT OR IGNORE INTO cells VALUES ({', '.join('?' * len(row))})", row)
             return cur.rowcount == 1
