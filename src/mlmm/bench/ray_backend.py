@@ -48,9 +48,10 @@ class RayBackend:
                 kwargs["num_cpus"] = self.workers * self.threads
             try:
                 ray.init(address=self.address, **kwargs)
-            except (ConnectionError, RuntimeError, ValueError) as err:
+            except Exception as err:  # noqa: BLE001 - Ray raises bare Exception on a start-up timeout
                 where = f"at {self.address!r}" if self.address else "locally"
-                raise ValueError(f"cannot start or reach a Ray cluster {where}: {err}") from None
+                message = " ".join(str(err).split())
+                raise ValueError(f"cannot start or reach a Ray cluster {where}: {message}") from None
             started_here = True
         try:
             limit = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // self.threads)
