@@ -64,7 +64,8 @@ def resolve_backbone(backbone: str | os.PathLike | None) -> Path:
 
 @contextlib.contextmanager
 def _offline_quiet() -> Iterator[None]:
-    """Hub access off and transformers' progress bars and warnings muted, for the block only."""
+    """Hub access off and transformers' progress bars and warnings muted, for the block only
+    (``local_files_only=True`` is what keeps loading off the network; the variables are a second guard)."""
     keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     saved = {k: os.environ.get(k) for k in keys}
     os.environ.update({k: "1" for k in keys})
@@ -108,6 +109,8 @@ def _load_template(path: str) -> nn.Module:
     except ImportError as err:
         raise MissingExtraError(f"pretrained backbones need the package transformers, which is not "
                                 f"installed; {_EXTRA_HINT}") from err
+    # transformers is imported above, before the offline variables are set: huggingface_hub
+    # reads them once at import, and the caller's later hub use must see the caller's values.
     # Loading must not draw from the caller's RNG stream (models are initialised before their
     # weights are read, and the cache makes that happen on the first build only).
     with _offline_quiet(), torch.random.fork_rng(devices=[]):
