@@ -168,3 +168,22 @@ def test_bad_input_exits_2_with_one_line(capsys, monkeypatch, tmp_path, argv: li
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and message in lines[0], err
     assert not (tmp_path / "mlmm-bench.sqlite").exists()  # nothing written for bad input
+
+
+def test_a_failing_cell_is_named_and_the_cells_before_it_are_kept(monkeypatch, tmp_path) -> None:
+    from mlmm.bench import CellFailed, backends
+
+    real = backends.execute_cell
+    calls = []
+
+    def flaky(payload, threads=None):
+        calls.append(payload)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return real(payload, threads)
+
+    monkeypatch.setattr(backends, "execute_cell", flaky)
+    spec = parse_spec(TINY, "tiny.yaml", ["seeds=[0]", "methods=[zero-fill]"])
+    with pytest.raises(CellFailed, match=r"cell synthetic zero-fill entry 0.3 seed 0 failed: RuntimeError: boom"):
+        run_bench(spec, tmp_path / "r.sqlite", workers=1)
+    assert [c["scenario"] for c in load_cells(tmp_path / "r.sqlite")] == ["entry 0"]

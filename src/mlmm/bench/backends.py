@@ -56,14 +56,20 @@ class SerialBackend:
         self.threads = threads
 
     def run(self, payloads: list[dict[str, Any]]) -> Iterator[Event]:
-        for i, payload in enumerate(payloads):
-            yield ("start", i)
-            try:
-                result = execute_cell(payload, self.threads)
-            except Exception as err:  # noqa: BLE001 - reported with the cell by the driver
-                yield ("error", i, _error_text(err))
-                return
-            yield ("done", i, result)
+        import torch
+
+        previous = torch.get_num_threads()  # the caller's setting, given back at the end
+        try:
+            for i, payload in enumerate(payloads):
+                yield ("start", i)
+                try:
+                    result = execute_cell(payload, self.threads)
+                except Exception as err:  # noqa: BLE001 - reported with the cell by the driver
+                    yield ("error", i, _error_text(err))
+                    return
+                yield ("done", i, result)
+        finally:
+            torch.set_num_threads(previous)
 
 
 def _init_worker(threads: int, parent_pid: int) -> None:

@@ -120,9 +120,10 @@ def run_bench(spec: BenchSpec, db: str | Path, *, spec_text: str = "", overrides
         store.finish_run(run_id, ran)
         if error:
             raise CellFailed(error)
+        stored = {(c["config_hash"], c["seed"]): c for c in store.cells(spec.name)}
+        in_grid_order = [stored[(c.config_hash, c.seed)] for c in cells]  # tables then follow the spec's order
         return BenchOutcome(spec, Path(db), run_id, len(cells), len(finished), ran, time.perf_counter() - start,
-                            [c for c in store.cells(spec.name) if (c["config_hash"], c["seed"]) in
-                             {(x.config_hash, x.seed) for x in cells}])
+                            in_grid_order)
 
 
 def _check_record(cell: Cell, record: dict) -> None:
