@@ -40,8 +40,11 @@ class CrossPartialMultiViewNets(TrainingRowLookup, MissingModalityModel):
     never depends on its batch-mates; then ŷ = argmax_c F(h, c). This runs inside ``forward``
     in eval mode (under ``torch.enable_grad``; only the latents get gradients, never the
     decoders). Logits are τ·F(h, ·) with a learned temperature τ trained by cross-entropy on
-    sg(F) ("calibration" term): it changes no prediction but makes the logits usable for
-    validation-loss model selection and calibration metrics (an addition to the paper).
+    sg(F) of the *fitted* latents of the training batch ("calibration" term; the free training
+    latents are separable by construction and would make τ far too large): it changes no
+    prediction but makes the logits usable for validation-loss model selection and
+    calibration metrics (an addition to the paper). The forward pass always predicts from the
+    fitted latent, in training mode too, so each training step also pays one test-time fit.
 
     Training latents: the loop feeds random subsets of the standardised training batch that
     ``prepare`` saw (modality dropout applied), so a training sample's latent is found by row
@@ -73,7 +76,7 @@ class CrossPartialMultiViewNets(TrainingRowLookup, MissingModalityModel):
     )
 
     def __init__(self, spec: DatasetSpec, latent_dim: int = 64, hidden: int = 256, hinge_weight: float = 1.0,
-                 latent_scale: float = 10.0, init_std: float = 0.1, fit_steps: int = 100, fit_lr: float = 0.5,
+                 latent_scale: float = 10.0, init_std: float = 0.1, fit_steps: int = 50, fit_lr: float = 0.5,
                  fit_momentum: float = 0.9) -> None:
         super().__init__(spec)
         if spec.task.kind != "classification":
@@ -168,24 +171,26 @@ class CrossPartialMultiViewNets(TrainingRowLookup, MissingModalityModel):
     # ---------------------------------------------------------------- forward
 
     def forward(self, batch: Batch) -> Output:
-        found = torch.zeros(batch.size, dtype=torch.bool, device=batch.mask.device)
+        # The prediction is always the test-time one: a latent fitted to the present modalities.
+        fitted = self.fit_latents(batch)
+        means = self.class_means()
+        logits = self.log_temperature.exp() * (fitted @ means.detach().t())
+        aux = {}
         if self.training:
+            # Training rows also get their free latent h_n, for the reconstruction and hinge terms.
             rows = self.find_rows(batch)
             found = rows >= 0
-        if bool(found.all()) and batch.size:
-            h = self.training_latents()[rows]
-        else:
-            h = self.fit_latents(batch)
-            if bool(found.any()):
-                h = torch.where(found.unsqueeze(1), self.training_latents()[rows.clamp_min(0)], h)
-        means = self.class_means()
-        if not self.training:
-            means = means.detach()
-        similarity = h @ means.t()  # (B, C) F(h, c)
-        logits = self.log_temperature.exp() * similarity.detach()
-        return Output(logits, aux={"h": h, "similarity": similarity, "found": found})
+            h = torch.where(found.unsqueeze(1), self.training_latents()[rows.clamp_min(0)], fitted)
+            aux = {"h": h, "similarity": h @ means.t(), "found": found}
+        return Output(logits, aux=aux)
 
     def loss(self, batch: Batch, output: Output) -> dict[str, Tensor]:
+        # τ is fitted on the test-time predictions (fitted latents): the free training latents are
+        # separable by construction, and a temperature fitted on them would be far too confident.
+        terms = {"calibration": self.task_loss(output.logits, batch.target)}
+        if "h" not in output.aux:  # eval mode: no training latents were looked up
+            zero = output.logits.new_zeros(())
+            return {"reconstruction": zero, "hinge": zero, **terms}
         h, similarity, found = output.aux["h"], output.aux["similarity"], output.aux["found"]
         zero = h.new_zeros(())
         n_found = found.sum().clamp_min(1).to(h.dtype)
@@ -194,11 +199,7 @@ class CrossPartialMultiViewNets(TrainingRowLookup, MissingModalityModel):
         margin = 1.0 - F.one_hot(target, similarity.shape[1]).to(similarity.dtype)  # 1(c != y)
         own = similarity.gather(1, target.unsqueeze(1)).squeeze(1)
         hinge = torch.where(found, (margin + similarity).max(dim=1).values - own, zero)
-        return {
-            "reconstruction": recon.sum() / n_found,
-            "hinge": self.hinge_weight * hinge.sum() / n_found,
-            "calibration": self.task_loss(output.logits, target),
-        }
+        return {"reconstruction": recon.sum() / n_found, "hinge": self.hinge_weight * hinge.sum() / n_found, **terms}
 
     def reconstruct(self, batch: Batch) -> dict[str, Tensor]:
         """Modality -> (B, *shape) g_m(h), h fitted to the present modalities (for inspection;
