@@ -88,7 +88,8 @@ def test_pool_of_two_workers_gives_the_serial_results(serial, tmp_path) -> None:
     pooled, alone = _metrics(load_cells(db)), _metrics(load_cells(serial[0]))
     assert pooled == {k: alone[k] for k in pooled}  # bit-identical to the in-process run
     workers = {c["worker"] for c in load_cells(db)}
-    assert len(workers) == 2 and str(os.getpid()) not in {w.split(":")[1] for w in workers}
+    # Ran in worker processes (which of the two took which cell is the pool's business).
+    assert 1 <= len(workers) <= 2 and str(os.getpid()) not in {w.split(":")[1] for w in workers}
 
 
 def _count(db: Path) -> int:
