@@ -51,5 +51,6 @@ class FactorisedFusion:
 
 
 def is_factorised(method: object) -> bool:
-    """True when ``method`` declares ``FactorisedFusion`` and still uses its ``forward``."""
-    return isinstance(method, FactorisedFusion) and type(method).forward is FactorisedFusion.forward
+    """True when ``method`` (an instance or a class) declares ``FactorisedFusion`` and still uses its ``forward``."""
+    cls = method if isinstance(method, type) else type(method)
+    return issubclass(cls, FactorisedFusion) and cls.forward is FactorisedFusion.forward
