@@ -94,8 +94,11 @@ def no_network(monkeypatch):
 
 
 def test_local_directory_loads_with_network_refused(tiny_dirs, no_network) -> None:
+    rng = torch.get_rng_state()
     model = bb._load_template.__wrapped__(str(tiny_dirs["bert"]))  # a real load, past the cache
     assert model.config.hidden_size == 32 and not model.training
+    # Only the first build of a path loads: it must not draw from the caller's RNG stream.
+    assert torch.equal(torch.get_rng_state(), rng)
 
 
 @pytest.mark.slow

@@ -125,7 +125,7 @@ def _load_template(path: str) -> nn.Module:
     # MiniLM's parameters) is never read: a 1-row stand-in keeps copies and checkpoints small.
     table = model.get_input_embeddings()
     if isinstance(table, nn.Embedding):
-        model.set_input_embeddings(nn.Embedding(1, table.embedding_dim).requires_grad_(False))
+        model.set_input_embeddings(nn.Embedding.from_pretrained(torch.zeros(1, table.embedding_dim)))  # no RNG draw
     hidden = int(model.config.hidden_size)
     try:
         with torch.no_grad():
