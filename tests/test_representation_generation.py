@@ -1,0 +1,241 @@
+"""Representation generation: masked-modality-ae, mmin, cpm-nets.
+
+The conformance suite (test_conformance.py) covers their generic contract; these tests
+check what each mechanism is *for*, on small synthetic data with a known answer.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from mlmm.data.batch import Batch
+from mlmm.data.datasets import make_synthetic
+from mlmm.data.preprocess import Standardizer
+from mlmm.methods import METHODS
+from mlmm.methods.representation_generation._sampling import random_sub_mask
+from mlmm.missing.functional import entry_rate_mask
+from mlmm.train.loop import TrainConfig, Trainer, build_method, drop_modalities, seeded
+
+NAMES = ("masked-modality-ae", "mmin", "cpm-nets")
+FAST = TrainConfig(max_epochs=10, batch_size=32, patience=10)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registered_with_full_metadata(name: str) -> None:
+    cls = METHODS.get(name)
+    info = cls.info
+    assert info.category == "representation-generation" and info.fusion == "intermediate"
+    assert info.paper and info.summary and cls.__doc__
+    assert info.needs_complete_train is (name == "mmin")
+    assert info.recovers_missing is (name != "cpm-nets")
+    assert info.recovery_space == (None if name == "cpm-nets" else "embedding")
+    if name == "cpm-nets":
+        assert "TRANSDUCTIVE" in info.summary
+
+
+def test_random_sub_mask_strict_and_not() -> None:
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(2000, 4, generator=g) < 0.7
+    mask[:, 0] |= ~mask.any(dim=1)
+    n = mask.sum(dim=1)
+    with seeded(0):
+        strict = random_sub_mask(mask, strict=True)
+        loose = random_sub_mask(mask, strict=False)
+    for kept in (strict, loose):
+        assert not (kept & ~mask).any() and kept.any(dim=1).all()
+    k = strict.sum(dim=1)
+    assert (k[n >= 2] < n[n >= 2]).all() and torch.equal(strict[n == 1], mask[n == 1])
+    full = loose.sum(dim=1) == n
+    assert 0.15 < float(full[n == 4].float().mean()) < 0.35  # k ~ U{1..4}: the full pattern 1 time in 4
+    # every strict sub-size is drawn about equally often for n = 4 (1, 2 or 3 kept)
+    counts = torch.bincount(k[n == 4], minlength=4)[1:].float()
+    assert float(counts.min() / counts.max()) > 0.8
+
+
+# -------------------------------------------------------------- helpers
+
+
+def _data(seed: int = 0, n: int = 240):
+    # Redundant modalities: each one's class evidence is largely shared, so a missing
+    # modality's embedding is predictable from the others (the known answer).
+    return make_synthetic(n_samples=n, n_classes=3, n_modalities=3, dims=8, redundancy=0.9, noise=0.6, seed=seed)
+
+
+def _batches(data, train_mask=None):
+    train, test = data.split("train"), data.split("test")
+    if train_mask is not None:
+        train = train.with_mask(train_mask & train.mask)
+    standardizer = Standardizer(data.spec).fit(train.as_batch())
+    with torch.no_grad():
+        return train, test, standardizer, standardizer(train.as_batch()), standardizer(test.as_batch())
+
+
+def _drop(batch: Batch, j: int) -> Batch:
+    mask = batch.mask.clone()
+    mask[:, j] = False
+    return batch.with_mask(mask)
+
+
+# --------------------------------------------------------- masked-modality-ae
+
+
+def test_masked_ae_reconstruction_falls_and_beats_the_mean_embedding() -> None:
+    data = _data()
+    train, test, standardizer, train_batch, test_batch = _batches(data)
+    method = build_method("masked-modality-ae", data.spec, 0)
+
+    def recon_term() -> float:
+        method.train()
+        with seeded(1), torch.no_grad():
+            out = method(train_batch)
+            return float(method.recon_loss(train_batch, out))
+
+    before = recon_term()
+    Trainer(FAST).fit(method, train, test, seed=0)
+    after = recon_term()
+    assert after < 0.5 * before, (before, after)
+
+    method.eval()
+    with torch.no_grad():
+        truth = method.recover(test_batch)  # all present: the normalised embeddings u_m
+        train_truth = method.recover(train_batch)
+        for j, name in enumerate(data.spec.modality_names):
+            guess = method.recover(_drop(test_batch, j))[name]
+            mean = train_truth[name].mean(dim=0, keepdim=True)
+            err = float((guess - truth[name]).pow(2).mean())
+            err_mean = float((mean - truth[name]).pow(2).mean())
+            assert err < 0.7 * err_mean, (name, err, err_mean)
+
+
+def test_masked_ae_recover_and_plain_fill() -> None:
+    data = _data(n=60)
+    _, _, standardizer, train_batch, test_batch = _batches(data)
+    method = build_method("masked-modality-ae", data.spec, 0).eval()
+    mask = torch.as_tensor(entry_rate_mask(test_batch.size, 3, 0.4, np.random.default_rng(0)))
+    query = test_batch.with_mask(mask)
+    with torch.no_grad():
+        rec = method.recover(query)
+        full = method.recover(test_batch)
+        assert list(rec) == list(data.spec.modality_names) and all(v.shape == (query.size, 128) for v in rec.values())
+        for j, name in enumerate(data.spec.modality_names):  # present slots: the sample's own embedding
+            torch.testing.assert_close(rec[name][mask[:, j]], full[name][mask[:, j]])
+        filled = method(query).logits
+        method.plain_fill = True
+        plain = method(query).logits
+    complete = mask.all(dim=1)
+    torch.testing.assert_close(plain[complete], filled[complete])
+    assert not torch.allclose(plain[~complete], filled[~complete])
+
+
+# -------------------------------------------------------------------- mmin
+
+
+def test_mmin_imagination_moves_towards_the_teacher() -> None:
+    data = _data()
+    train, test, standardizer, train_batch, test_batch = _batches(data)
+    method = build_method("mmin", data.spec, 0)
+    untrained = build_method("mmin", data.spec, 1)
+    Trainer(FAST).fit(method, train, test, seed=0)
+    method.eval()
+    with torch.no_grad():
+        target, complete = method.teacher_embedding(test_batch)  # test rows are not in the bank
+        assert complete.all()
+        before = copy.deepcopy(method)
+        before.imagine.load_state_dict(untrained.imagine.state_dict())  # the CRA before training
+        d = method.embed_dim
+        for j in range(3):  # the imagined slice of the dropped modality against the teacher's
+            query = _drop(test_batch, j)
+            part = slice(j * d, (j + 1) * d)
+            h, z_hat, _ = method._imagine(query)
+            _, z_init, _ = before._imagine(query)
+            err = float((z_hat[:, part] - target[:, part]).pow(2).mean())
+            assert err < 0.5 * float((z_init[:, part] - target[:, part]).pow(2).mean()), j
+            assert err < 0.5 * float(target[:, part].pow(2).mean()), j  # the zero fill of h there
+
+
+def test_mmin_finds_complete_training_rows_under_modality_dropout() -> None:
+    data = _data(n=120)
+    _, _, standardizer, train_batch, test_batch = _batches(data)
+    method = build_method("mmin", data.spec, 0)
+    method.prepare(train_batch, standardizer)
+    dropped = train_batch.with_mask(drop_modalities(train_batch.mask, 0.5, torch.Generator().manual_seed(0)))
+    perm = torch.randperm(dropped.size, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(method.find_rows(dropped.select(perm)), perm)
+    assert (method.find_rows(test_batch) == -1).all()
+    method.train()
+    target, complete = method.teacher_embedding(dropped)
+    reference, _ = method.teacher_embedding(train_batch)
+    assert complete.all()
+    torch.testing.assert_close(target, reference)
+
+
+def test_mmin_refused_on_incomplete_training_data() -> None:
+    data = _data(n=60)
+    train, test = data.split("train"), data.split("test")
+    mask = torch.as_tensor(entry_rate_mask(len(train), 3, 0.3, np.random.default_rng(0)))
+    method = build_method("mmin", data.spec, 0)
+    with pytest.raises(ValueError, match="needs complete training samples"):
+        Trainer(FAST).fit(method, train.with_mask(mask), test, seed=0)
+
+
+def test_mmin_recover_and_plain_fill() -> None:
+    data = _data(n=60)
+    _, _, standardizer, train_batch, test_batch = _batches(data)
+    method = build_method("mmin", data.spec, 0)
+    method.prepare(train_batch, standardizer)
+    method.eval()
+    query = _drop(test_batch, 1)
+    with torch.no_grad():
+        rec = method.recover(query)
+        assert [v.shape for v in rec.values()] == [(query.size, 64)] * 3
+        _, z_hat, _ = method._imagine(query)
+        torch.testing.assert_close(torch.cat(list(rec.values()), dim=1), z_hat)
+        imagined = method(query).logits
+        method.plain_fill = True
+        assert not torch.allclose(method(query).logits, imagined)
+
+
+# ---------------------------------------------------------------- cpm-nets
+
+
+def test_cpm_nets_test_time_fit_lowers_error_and_classifies_with_missing_modalities() -> None:
+    data = _data()
+    n_train = len(data.split("train"))
+    train_mask = torch.as_tensor(entry_rate_mask(n_train, 3, 0.4, np.random.default_rng(0)))
+    train, test, standardizer, train_batch, test_batch = _batches(data, train_mask)
+    method = build_method("cpm-nets", data.spec, 0, fit_steps=25, fit_lr=1.0)
+    Trainer(TrainConfig(max_epochs=12, batch_size=32, patience=12)).fit(method, train, test, seed=0)
+    method.eval()
+    query = test_batch.with_mask(torch.as_tensor(entry_rate_mask(test_batch.size, 3, 0.4,
+                                                                 np.random.default_rng(1))))
+    targets = method._targets(query)
+    with torch.no_grad():
+        start = method.reconstruction_error(method.fit_latents(query, steps=0), targets, query.mask).mean()
+        fitted = method.reconstruction_error(method.fit_latents(query), targets, query.mask).mean()
+        accuracy = float((method(query).logits.argmax(dim=1) == query.target).float().mean())
+    assert float(fitted) < 0.6 * float(start), (float(start), float(fitted))
+    assert accuracy > 1 / 3 + 0.25, accuracy
+
+
+def test_cpm_nets_training_latents_found_by_row() -> None:
+    data = _data(n=80)
+    n_train = len(data.split("train"))
+    train_mask = torch.as_tensor(entry_rate_mask(n_train, 3, 0.4, np.random.default_rng(0)))
+    _, _, standardizer, train_batch, test_batch = _batches(data, train_mask)
+    method = build_method("cpm-nets", data.spec, 0)
+    method.prepare(train_batch, standardizer)
+    assert method.latents.shape == (train_batch.size, 64)
+    method.train()
+    dropped = train_batch.with_mask(drop_modalities(train_batch.mask, 0.3, torch.Generator().manual_seed(0)))
+    rows = torch.arange(10, 30)
+    out = method(dropped.select(rows))
+    assert out.aux["found"].all()
+    torch.testing.assert_close(out.aux["h"], method.training_latents()[rows])
+    out = method(test_batch)  # not training rows: fitted latents, no loss
+    assert not out.aux["found"].any()
+    terms = method.loss(test_batch, out)
+    assert float(terms["reconstruction"].detach()) == 0.0 and float(terms["hinge"].detach()) == 0.0
