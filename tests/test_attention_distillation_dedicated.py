@@ -237,6 +237,10 @@ def test_shaspec_fills_missing_specific_features_with_the_mean_of_present_shared
         recovered = method.recover(batch)
         for j, name in enumerate(data.spec.modality_names):
             torch.testing.assert_close(recovered[name], f[:, j])
+        method.plain_fill = True  # the recover-or-not diagnostics' plain fill: zeros at missing slots
+        _, _, plain = method.features(batch)
+        assert (plain[~batch.mask] == 0).all()
+        torch.testing.assert_close(plain[batch.mask], f[batch.mask])
 
 
 def test_shaspec_auxiliary_losses_use_present_entries_only() -> None:
