@@ -96,19 +96,21 @@ def _encode_once(model: FittedModel, data: MultimodalDataset, batch_size: int) -
 def _factorised_subset_logits(model: FittedModel, data: MultimodalDataset, masks: list[torch.Tensor],
                               indices: list[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
     """Per subset s, (len(indices[s]), C) logits: one encoding pass, then the fusion alone
-    on z[indices[s]] under masks[s][indices[s]].
+    on z under masks[s], rows indices[s] kept.
 
-    The (subset, row) pairs of all subsets are run through ``fuse_embeddings`` in
-    chunks of ``batch_size`` rows rather than one call per subset: with 63
-    subsets of a few hundred rows, per-call overhead otherwise dominates. Each row's
-    fusion reads only its own z row and mask row (eval mode), so chunking cannot
-    change a result.
+    The fusion runs on contiguous row slices of z (views, no copy) under the subset's
+    mask, and only then are the subset's rows picked: gathering z's rows first cost
+    a copy of (rows, M, D) per subset for nothing, since with naturally complete data
+    every row is kept. A row left with no modality is fused too (every method is
+    total on an empty mask) and dropped; each row's fusion reads only its own z and
+    mask rows in eval mode, so the kept rows are exactly what the slow path computes.
     """
     device = next(model.parameters(), torch.empty(0)).device
     z = _encode_once(model, data, batch_size)
-    rows = torch.cat(indices).to(device)
-    mask = torch.cat([m[i] for m, i in zip(masks, indices)]).to(device)
-    step = batch_size
-    logits = torch.cat([model.method.fuse_embeddings(z[rows[i:i + step]], mask[i:i + step]).logits.cpu()
-                        for i in range(0, len(rows), step)])
-    return list(torch.split(logits, [len(i) for i in indices]))
+    out = []
+    for mask, index in zip(masks, indices):
+        mask = mask.to(device)
+        logits = torch.cat([model.method.fuse_embeddings(z[i:i + batch_size], mask[i:i + batch_size]).logits
+                            for i in range(0, len(z), batch_size)])
+        out.append(logits[index.to(device)].cpu())
+    return out

@@ -224,10 +224,16 @@ def subset_summaries(cells: Sequence[Mapping], metric: str = "accuracy") -> list
 
 
 def scenario_of(cell: Mapping) -> str:
-    """The cell's scenario label (the store's ``scenario`` field, else built like it)."""
+    """The cell's scenario label: the store's ``scenario`` field, else built as the store builds
+    it (``mlmm.bench.grid.scenario_label``): "entry 0.5", "entry 0→0.5", "fixed-subset a+b", "none"."""
     if cell.get("scenario"):
         return str(cell["scenario"])
     protocol, tr, te = cell.get("protocol", "entry"), cell.get("train_rate"), cell.get("test_rate")
     if tr is None and te is None:
+        params = cell.get("protocol_params") or {}
+        if "subset" in params:
+            return f"{protocol} {'+'.join(params['subset'])}"
+        if "rates" in params:
+            return f"{protocol} {','.join(f'{r:g}' for r in params['rates'])}"
         return protocol
     return f"{protocol} {tr:g}" if tr == te else f"{protocol} {tr:g}→{te:g}"
