@@ -15,7 +15,7 @@ import torch
 from mlmm.data.batch import Batch
 from mlmm.data.datasets import make_synthetic
 from mlmm.data.spec import DatasetSpec, ModalitySpec, TaskSpec
-from mlmm.methods import METHODS, MissingModalityModel
+from mlmm.methods import METHODS
 from mlmm.methods._parts.pooling import masked_mean
 from mlmm.methods._parts.subpatterns import drop_present, pattern_ids, uniform_subpattern
 from mlmm.methods.distillation._losses import kd_per_sample

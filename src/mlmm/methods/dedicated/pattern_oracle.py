@@ -8,10 +8,10 @@ from torch import Tensor, nn
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ...encoders import build_encoder
+from ...missing.functional import all_subsets
 from ..base import MethodInfo, MissingModalityModel, Output, mask_column
 from .._parts.heads import mlp_head
 from .._parts.subpatterns import pattern_ids, resample_rows
-from ...missing.functional import all_subsets
 from ..registry import register_method
 
 
