@@ -145,6 +145,16 @@ def test_fast_subsets_equal_the_slow_path(name: str, data) -> None:
     assert len(fast) == 7 and all(v["n"] <= len(test) for v in fast.values())
 
 
+@pytest.mark.parametrize("stack_bytes", [1, 2 ** 30])
+def test_fast_subsets_equal_the_slow_path_one_or_all_subsets_per_call(stack_bytes: int, data, monkeypatch) -> None:
+    from mlmm.metrics import evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "_STACK_BYTES", stack_bytes)  # row slices of z / every subset in one call
+    model, test = _fit("late-ensemble", data, embed_dim=16)
+    test = test.with_mask(torch.as_tensor(entry_rate_mask(len(test), 3, 0.3, np.random.default_rng(2))))
+    assert evaluate_subsets(model, test, batch_size=16) == evaluate_subsets(model, test, fast=False, batch_size=16)
+
+
 def test_fast_path_refused_for_a_method_without_the_capability(data) -> None:
     model, test = _fit("zero-fill", data, epochs=1)
     with pytest.raises(ValueError, match="FactorisedFusion"):
