@@ -1,9 +1,10 @@
 """Streaming on basicmotions: accuracy and uncertainty vs time with a sensor failing, and per-step latency.
 
 Usage: python benchmarks/stream_latency.py [--fail-step 50] [--seeds 0,1,2] [--every 10] [--lr 3e-3]
+       [--train-protocol catastrophic --train-rate 0.5]
 
-Per seed: trains ``streaming-gru`` on the training split (complete data, the loop's
-modality dropout), then streams the 40 test recordings one step at a time: with
+Per seed: trains ``streaming-gru`` on the training split (by default complete data with
+the loop's modality dropout; --train-protocol adds e.g. sensor failures), then streams the 40 test recordings one step at a time: with
 every sensor, with the gyroscope dying at --fail-step, and with the accelerometer
 dying there. Latency: one stream (B = 1), ``Streamer.step`` per step, against one
 full forward over the whole sequence (what recomputing the past would cost at the
@@ -27,6 +28,8 @@ parser.add_argument("--seeds", default="0,1,2")
 parser.add_argument("--every", type=int, default=10)
 parser.add_argument("--lr", type=float, default=3e-3)
 parser.add_argument("--threads", type=int, default=1)
+parser.add_argument("--train-protocol", default="none")
+parser.add_argument("--train-rate", type=float, default=0.0)
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 
@@ -36,7 +39,8 @@ conditions = {"all sensors": {}, f"gyroscope dies at {args.fail_step}": {"gyrosc
 curves = {label: [] for label in conditions}
 latency, full = [], []
 for seed in (int(s) for s in args.seeds.split(",")):
-    demo = stream_demo("basicmotions", {}, seed=seed, train=TrainConfig(lr=args.lr))
+    demo = stream_demo("basicmotions", {}, seed=seed, train=TrainConfig(lr=args.lr),
+                       train_protocol=args.train_protocol, train_rate=args.train_rate)
     for label, failures in conditions.items():
         c = stream_curves(demo.model, test, failures, latency_samples=10)
         curves[label].append(c)
@@ -54,7 +58,8 @@ for seed in (int(s) for s in args.seeds.split(",")):
 
 n_steps = len(curves["all sensors"][0]["accuracy"])
 shown = sorted({1, *range(args.every, n_steps + 1, args.every)})
-print(f"\nstreaming-gru on basicmotions, {len(curves['all sensors'])} seeds, 40 test streams; "
+print(f"\nstreaming-gru on basicmotions, trained under {args.train_protocol} {args.train_rate:g}, "
+      f"{len(curves['all sensors'])} seeds, 40 test streams; "
       "accuracy (mean over seeds) / uncertainty (normalised entropy) after k steps")
 print("k     " + "".join(f"{label:>34s}" for label in conditions))
 for k in shown:

@@ -23,6 +23,7 @@ from torch import Tensor
 from .data.base import MultimodalDataset
 from .data.batch import Batch
 from .data.spec import DatasetSpec
+from .data.timemask import observed_steps
 from .methods.temporal.streaming_gru import normalised_entropy
 from .train.loop import FittedModel
 
@@ -145,9 +146,7 @@ def stream_curves(model: FittedModel, data: MultimodalDataset, failures: Mapping
     if not seq:
         raise ValueError(f"dataset {spec.name!r} has no sequence modality to stream")
     n_steps = seq[0][1].shape[0]
-    observed = {j: (batch.mask[:, j].unsqueeze(1) & (batch.time_mask[m.name] if batch.time_mask and m.name in batch.time_mask
-                                                    else torch.ones(batch.size, n_steps, dtype=torch.bool)))
-                for j, m in seq}
+    observed = {j: observed_steps(batch.mask, batch.time_mask, j, m.name, n_steps) for j, m in seq}  # (B, T) each
 
     def observed_at(t: int, rows=slice(None)) -> Tensor:
         cols = [observed[j][rows, t] if j in observed else batch.mask[rows, j] for j in range(spec.n_modalities)]
