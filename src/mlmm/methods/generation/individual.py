@@ -48,7 +48,7 @@ class IndividualGenerators(GeneratedFillModel):
 
     info = MethodInfo(
         category="modality-generation",
-        fusion="early",
+        fusion="intermediate",
         recovers_missing=True,
         needs_complete_train=False,
         paper="Individual modality generation (survey Sec. 2.1.2; e.g. Tran et al., CVPR 2017; "

@@ -52,7 +52,7 @@ class MaskedAutoencoderFill(GeneratedFillModel):
 
     info = MethodInfo(
         category="modality-generation",
-        fusion="early",
+        fusion="intermediate",
         recovers_missing=True,
         needs_complete_train=False,
         paper="Unified modality generation by a multimodal masked autoencoder (survey Sec. 2.1.2; MAE, He et "
