@@ -37,7 +37,7 @@ test = make_splits(load_dataset("basicmotions"), "fixed", 0)[2]
 conditions = {"all sensors": {}, f"gyroscope dies at {args.fail_step}": {"gyroscope": args.fail_step},
               f"accelerometer dies at {args.fail_step}": {"accelerometer": args.fail_step}}
 curves = {label: [] for label in conditions}
-latency, full = [], []
+latency, cpu, full = [], [], []
 for seed in (int(s) for s in args.seeds.split(",")):
     demo = stream_demo("basicmotions", {}, seed=seed, train=TrainConfig(lr=args.lr),
                        train_protocol=args.train_protocol, train_rate=args.train_rate)
@@ -45,6 +45,7 @@ for seed in (int(s) for s in args.seeds.split(",")):
         c = stream_curves(demo.model, test, failures, latency_samples=10)
         curves[label].append(c)
         latency.append(c["latency_ms"]["median"])
+        cpu.append(c["latency_ms"]["cpu_median"])
     one = test.as_batch().select(torch.arange(1))
     with torch.no_grad():
         demo.model(one)  # warm-up
@@ -69,5 +70,6 @@ for k in shown:
         unc = np.mean([c["uncertainty"][k - 1] for c in curves[label]])
         cells.append(f"{acc:.3f} / {unc:.3f}")
     print(f"{k:<6d}" + "".join(f"{cell:>34s}" for cell in cells))
-print(f"\nper-step latency, one stream: median {np.median(latency):.3f} ms (Streamer.step); "
+print(f"\nper-step latency, one stream: median {np.median(latency):.3f} ms wall, {np.median(cpu):.3f} ms CPU "
+      "(Streamer.step); "
       f"one full forward over all {n_steps} steps: median {np.median(full):.3f} ms")
