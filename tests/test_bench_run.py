@@ -102,6 +102,7 @@ def _count(db: Path) -> int:
         return 0
 
 
+@pytest.mark.slow  # two real CLI processes and a spawned pool: ~20-30 s on an idle 2-core machine (estimate)
 def test_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path) -> None:
     spec = tmp_path / "grid.yaml"
     spec.write_text(TINY.replace("rates: [0.0, 0.3]", "rates: [0.0, 0.1, 0.2, 0.3]"))  # 16 cells
