@@ -1,4 +1,5 @@
-"""The ``mlmm`` command line: datasets | methods | protocols | run | demo | bench | reproduce | report.
+"""The ``mlmm`` command line: datasets | methods | protocols | run | demo | bench | reproduce | report |
+explain | recover | uncertainty.
 
 The CLI owns I/O, paths, devices and seeds; the library underneath never
 prints. Bad input exits with code 2 and one line on stderr.
@@ -158,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench.commands import add_parsers as add_bench_parsers
 
     add_bench_parsers(sub)  # bench, reproduce
+
+    from .diagnostics.commands import add_parsers as add_diagnostics_parsers
+
+    add_diagnostics_parsers(sub)  # explain, recover, uncertainty
 
     report = sub.add_parser("report", help="static HTML report and markdown tables of benchmark results")
     report.add_argument("results", help="results database of `mlmm bench` (SQLite), or a JSON / JSONL file of cells")
@@ -344,8 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError("--threads must be >= 1")
             torch.set_num_threads(args.threads)
         from .bench.commands import cmd_bench, cmd_reproduce
+        from .diagnostics.commands import HANDLERS as diagnostics_handlers
 
-        handler = {"run": cmd_run, "demo": cmd_demo, "bench": cmd_bench, "stream": cmd_stream,
+        handler = {**diagnostics_handlers, "run": cmd_run, "demo": cmd_demo, "bench": cmd_bench, "stream": cmd_stream,
                    "reproduce": cmd_reproduce, "report": cmd_report}.get(args.command, cmd_listing)
         handler(args)
     except (UsageError, UnknownNameError, ValueError, OSError) as err:

@@ -1,0 +1,155 @@
+"""Modality contribution of a trained model: Shapley values over modality subsets.
+
+The game: players are the modalities; for sample i and coalition S,
+
+    v_i(S) = p_model(c_i | x_i restricted to S ∩ A_i)
+
+with A_i the sample's available modalities and the model's *own* missing-modality
+handling (the modalities outside S are masked out exactly as a missing modality
+would be). c_i is the class the model predicts with everything available
+(``target="predicted"``, the default: it explains the decision, no label needed) or
+the true label (``target="true"``). v_i(∅) is the model's output for the empty
+sample (every method is total on it; the conformance suite checks it), so
+Σ_j φ_ij = v_i(A_i) - v_i(∅). A modality a sample lacks is a null player (φ = 0).
+Regression tasks use the first output as the value.
+
+Exact for M <= ``max_exact`` (2^M forward passes over all samples, one per subset);
+above it, a sampled-permutation estimate with its standard error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..data.base import MultimodalDataset
+from ..data.batch import Batch
+from ..diagnostics._forward import forward_all, subset_batch
+from ..train.loop import FittedModel
+from .shapley import harsanyi_dividends, interaction_index, permutation_shapley, shapley_values
+
+TARGETS = ("predicted", "true")
+
+
+@dataclass
+class Contributions:
+    """Per-sample contributions. phi (N, M); se (N, M) for the sampled estimate, else None;
+    v_empty / v_full (N,); pairwise (N, M, M) Shapley interaction index and dividends
+    (N, 2^M) Harsanyi dividends (exact only, else None); names in mask-column order."""
+
+    names: tuple[str, ...]
+    phi: np.ndarray
+    v_empty: np.ndarray
+    v_full: np.ndarray
+    target: str
+    exact: bool
+    se: np.ndarray | None = None
+    pairwise: np.ndarray | None = None
+    dividends: np.ndarray | None = None
+    n_permutations: int = 0
+    values: np.ndarray | None = field(default=None, repr=False)
+
+    def summary(self, top: int = 5) -> dict:
+        """JSON-ready aggregate: per modality mean φ, mean |φ| (and their SE over samples; for
+        the sampled estimate also the mean estimation SE), the mean efficiency gap, and the
+        ``top`` pairwise interactions and higher-order dividends by |mean|."""
+        n = max(len(self.phi), 1)
+        per = {}
+        for j, name in enumerate(self.names):
+            col = self.phi[:, j]
+            per[name] = {"mean_phi": float(col.mean()), "mean_abs_phi": float(np.abs(col).mean()),
+                         "se_mean_phi": float(col.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0}
+            if self.se is not None:
+                per[name]["estimation_se"] = float(np.sqrt((self.se[:, j] ** 2).sum()) / n)
+        out = {"target": self.target, "exact": self.exact, "n_samples": int(len(self.phi)),
+               "value_empty": float(self.v_empty.mean()), "value_full": float(self.v_full.mean()),
+               "modalities": per,
+               "efficiency_max_abs_gap": float(np.abs(self.phi.sum(1) - (self.v_full - self.v_empty)).max())
+               if len(self.phi) else 0.0}
+        if self.exact:
+            out["n_permutations"] = 0
+        else:
+            out["n_permutations"] = self.n_permutations
+        if self.pairwise is not None:
+            mean = self.pairwise.mean(axis=0)
+            pairs = [(i, j) for i in range(len(self.names)) for j in range(i + 1, len(self.names))]
+            pairs.sort(key=lambda p: -abs(mean[p]))
+            out["top_pairwise"] = [{"pair": f"{self.names[i]}+{self.names[j]}", "interaction": float(mean[i, j])}
+                                   for i, j in pairs[:top]]
+        if self.dividends is not None:
+            mean = self.dividends.mean(axis=0)
+            subsets = [s for s in range(len(mean)) if bin(s).count("1") >= 2]
+            subsets.sort(key=lambda s: -abs(mean[s]))
+            out["top_dividends"] = [{"subset": subset_name(s, self.names), "dividend": float(mean[s])}
+                                    for s in subsets[:top]]
+        return out
+
+
+def subset_name(subset: int, names: tuple[str, ...]) -> str:
+    """Bitmask -> "fou+kar" ("∅" for the empty set)."""
+    return "+".join(n for j, n in enumerate(names) if subset >> j & 1) or "∅"
+
+
+def _values_from_logits(logits: torch.Tensor, target_class: np.ndarray | None) -> np.ndarray:
+    if target_class is None:  # regression: the first output
+        return logits[:, 0].double().numpy()
+    probs = torch.softmax(logits.double(), dim=1).numpy()
+    return probs[np.arange(len(probs)), target_class]
+
+
+def _as_batch(data: MultimodalDataset | Batch) -> Batch:
+    return data.as_batch() if isinstance(data, MultimodalDataset) else data
+
+
+def value_table(model: FittedModel, data: MultimodalDataset | Batch, target: str = "predicted",
+                batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray | None]:
+    """((N, 2^M) v_i(S) for every subset bitmask S, the class each value is the probability of
+    (None for regression)). One batched forward pass over all samples per subset."""
+    batch = _as_batch(data)
+    m = batch.mask.shape[1]
+    logits = [forward_all(model, subset_batch(batch, s), batch_size)[0] for s in range(2 ** m)]
+    target_class = _target_class(model, batch, logits[-1], target)
+    return np.stack([_values_from_logits(lg, target_class) for lg in logits], axis=1), target_class
+
+
+def _target_class(model: FittedModel, batch: Batch, full_logits: torch.Tensor, target: str) -> np.ndarray | None:
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if model.spec.task.kind != "classification":
+        return None
+    if target == "true":
+        if batch.target is None:
+            raise ValueError("target='true' needs labels, but the batch has no target")
+        return batch.target.cpu().numpy().astype(np.int64)
+    return full_logits.argmax(dim=1).numpy()
+
+
+def modality_contributions(model: FittedModel, data: MultimodalDataset | Batch, target: str = "predicted",
+                           max_exact: int = 10, n_permutations: int = 64, seed: int = 0,
+                           batch_size: int = 1024) -> Contributions:
+    """Shapley contributions of each modality for every sample of ``data`` (under its own mask).
+
+    M <= ``max_exact``: exact values, pairwise interaction index and Harsanyi dividends.
+    Otherwise: ``n_permutations`` sampled permutations per sample (numpy RNG from ``seed``),
+    with the standard error of each φ.
+    """
+    batch = _as_batch(data)
+    names = tuple(batch.inputs)
+    m = len(names)
+    if m <= max_exact:
+        v, _ = value_table(model, batch, target, batch_size)
+        return Contributions(names, shapley_values(v), v[:, 0], v[:, -1], target, True,
+                             pairwise=interaction_index(v) if m >= 2 else None, dividends=harsanyi_dividends(v),
+                             values=v)
+    full_logits = forward_all(model, batch, batch_size)[0]
+    target_class = _target_class(model, batch, full_logits, target)
+
+    def value_of_masks(masks: np.ndarray) -> np.ndarray:
+        wanted = torch.as_tensor(masks, device=batch.mask.device)
+        return _values_from_logits(forward_all(model, batch.with_mask(batch.mask & wanted), batch_size)[0],
+                                   target_class)
+
+    phi, se, ends = permutation_shapley(value_of_masks, batch.size, m, n_permutations, np.random.default_rng(seed))
+    return Contributions(names, phi, ends[0], ends[1], target, False, se=se, n_permutations=n_permutations)
