@@ -194,6 +194,8 @@ def test_mmin_recover_and_plain_fill() -> None:
         assert [v.shape for v in rec.values()] == [(query.size, 64)] * 3
         _, z_hat, _ = method._imagine(query)
         torch.testing.assert_close(torch.cat(list(rec.values()), dim=1), z_hat)
+        truth = method.recovery_target(test_batch)  # the teacher's embedding, what ẑ imitates
+        torch.testing.assert_close(torch.cat(list(truth.values()), dim=1), method.teacher_embedding(test_batch)[0])
         imagined = method(query).logits
         method.plain_fill = True
         assert not torch.allclose(method(query).logits, imagined)

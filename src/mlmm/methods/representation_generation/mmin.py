@@ -88,7 +88,8 @@ class MissingModalityImagination(TrainingBankMixin, TrainingRowLookup, MissingMo
     the zero-filled complement, so present slots hold T(0)); the classifier reads the imagined
     joint embedding ẑ instead of the concatenated CRA block latents, so that ``plain_fill``
     (classify the zero-filled h instead) measures what the imagination contributes;
-    ``recover`` gives ẑ sliced per modality (embedding space). Missing slots of h are zeros,
+    ``recover`` gives ẑ sliced per modality (embedding space), ``recovery_target`` the
+    teacher's slices it imitates. Missing slots of h are zeros,
     not the encoder of zero input, so no masked-out value is ever read.
     """
 
@@ -241,3 +242,10 @@ class MissingModalityImagination(TrainingBankMixin, TrainingRowLookup, MissingMo
         _, z_hat, _ = self._imagine(batch)
         d = self.embed_dim
         return {name: z_hat[:, j * d:(j + 1) * d] for j, name in enumerate(self.spec.modality_names)}
+
+    def recovery_target(self, batch: Batch) -> dict[str, Tensor]:
+        """Modality -> (B, D): the frozen teacher's embedding T_m(x_m) of a complete batch,
+        what the imagination is trained to reach (the truth for the recover-or-not diagnostics)."""
+        target, _ = self.teacher_embedding(batch)
+        d = self.embed_dim
+        return {name: target[:, j * d:(j + 1) * d] for j, name in enumerate(self.spec.modality_names)}
