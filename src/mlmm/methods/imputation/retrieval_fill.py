@@ -82,12 +82,16 @@ class RetrievalFill(TrainingBankMixin, FillEarlyFusion):
     ``Output.aux["fill_rows"]`` (B, M, K') long holds the bank rows used to fill
     each (sample, modality), -1 where unused (K' = 1 in training mode, min(K, N)
     in eval mode); a present modality or a mean-filled one has all -1.
+
+    Recovery hooks: ``recover`` returns x̃ (input space); with ``plain_fill`` every missing
+    slot gets the training mean μ_m instead of retrieved rows.
     """
 
     info = MethodInfo(
         category="modality-composition",
         fusion="early",
         recovers_missing=True,
+        recovery_space="input",
         needs_complete_train=False,
         paper="Retrieval-based modality composition (survey Sec. 2.1.1): same-class training samples / "
               "k-nearest neighbours on the available modalities fill the missing modality",
@@ -196,11 +200,21 @@ class RetrievalFill(TrainingBankMixin, FillEarlyFusion):
             else:
                 mean = torch.zeros_like(x)
             fallback = getattr(self, f"fill_{m.name}").to(x.dtype).expand_as(x)
-            fill = torch.where(mask_column((count > 0).unsqueeze(1), 0, x.dim()), mean, fallback)
+            if self.plain_fill:  # recover-or-not diagnostics: the training mean instead of neighbours
+                fill = fallback
+            else:
+                fill = torch.where(mask_column((count > 0).unsqueeze(1), 0, x.dim()), mean, fallback)
             filled.append(torch.where(mask_column(mask, j, x.dim()), x, fill))
             use = ok & ~mask[:, j].unsqueeze(1)
             used.append(torch.where(use, idx, torch.full((), -1, dtype=idx.dtype, device=idx.device)))
         return filled, torch.stack(used, dim=1)
+
+    def recover(self, batch: Batch) -> dict[str, Tensor]:
+        """Modality -> x̃_m (B, *shape_m) in standardised input space: the neighbour mean (or the
+        training-mean fallback) at missing slots, x_m at present ones; the training mean at
+        missing slots under ``plain_fill``."""
+        filled, _ = self.composed_inputs(batch)
+        return dict(zip(self.spec.modality_names, filled))
 
     def fuse(self, batch: Batch) -> Tensor:
         return self._fuse_with_rows(batch)[0]

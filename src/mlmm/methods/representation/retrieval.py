@@ -59,12 +59,18 @@ class EmbeddingRetrieval(TrainingBankMixin, MissingModalityModel):
     Works with incomplete training data: the bank keeps each row's mask,
     similarities use only modalities both sides hold, and only rows holding m
     can fill m.
+
+    Recovery hooks: ``recover`` returns z_m where present and ẑ_m where missing (zeros where
+    no neighbour exists), so on a complete batch it gives the encoder's own embeddings, the
+    truth the diagnostics compare ẑ with. ``plain_fill`` puts zeros in place of ẑ_m (still
+    counted in the mean, as the filled slot would be).
     """
 
     info = MethodInfo(
         category="representation-composition",
         fusion="intermediate",
         recovers_missing=True,
+        recovery_space="embedding",
         needs_complete_train=False,
         paper="Feature-pool top-K cosine retrieval of missing representations (Zhi et al., 2024; "
               "Sun et al., 2024b; survey Sec. 3.2.2)",
@@ -149,11 +155,14 @@ class EmbeddingRetrieval(TrainingBankMixin, MissingModalityModel):
 
     # ------------------------------------------------------------ forward
 
-    def forward(self, batch: Batch) -> Output:
+    def _compose(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """(composed (B, M, D): z_m where present, ẑ_m (or 0 under ``plain_fill``) where filled,
+        0 elsewhere; filled (B, M) bool: missing slots that had a neighbour)."""
         z = self.encoders(batch)  # (B, M, D)
         mask = batch.mask
+        zero = torch.zeros((), dtype=z.dtype, device=z.device)
         if self.bank_mask.shape[0] == 0 or bool(mask.all()):
-            return Output(self.head(masked_mean(z, mask)))
+            return torch.where(mask.unsqueeze(-1), z, zero), torch.zeros_like(mask)
         index, valid = self.retrieve(batch, z)  # (B, M, K)
         bank = self.bank_embeddings()  # (N, M, D), no grad
         modality = torch.arange(mask.shape[1], device=mask.device).view(1, -1, 1)
@@ -162,6 +171,16 @@ class EmbeddingRetrieval(TrainingBankMixin, MissingModalityModel):
         count = valid.sum(dim=2)  # (B, M)
         fill = (neighbours * w).sum(dim=2) / count.clamp_min(1).unsqueeze(-1).to(z.dtype)  # (B, M, D)
         filled = ~mask & (count > 0)
-        zero = torch.zeros((), dtype=z.dtype, device=z.device)
+        if self.plain_fill:
+            fill = torch.zeros_like(fill)
         composed = torch.where(mask.unsqueeze(-1), z, torch.where(filled.unsqueeze(-1), fill, zero))
-        return Output(self.head(masked_mean(composed, mask | filled)), aux={"filled": filled})
+        return composed, filled
+
+    def recover(self, batch: Batch) -> dict[str, Tensor]:
+        """Modality -> (B, D): z_m where present, ẑ_m where missing (0 with no neighbour)."""
+        composed, _ = self._compose(batch)
+        return {name: composed[:, j] for j, name in enumerate(self.spec.modality_names)}
+
+    def forward(self, batch: Batch) -> Output:
+        composed, filled = self._compose(batch)
+        return Output(self.head(masked_mean(composed, batch.mask | filled)), aux={"filled": filled})
