@@ -106,7 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
     run = sub.add_parser("run", help="train and evaluate methods under a missingness protocol")
-    run.add_argument("--dataset", required=True)
+    run.add_argument("--dataset", help="a bundled dataset (see `mlmm datasets`); or --data-file")
+    g = run.add_argument_group("your own data (instead of --dataset; see mlmm.data.loaders)")
+    g.add_argument("--data-file", help=".csv/.tsv/.parquet table, .npz, UEA .ts, MMSA .pkl, AV-MNIST folder, "
+                                       "or a .yaml/.json mapping file")
+    g.add_argument("--modality", action="append", default=[], metavar="NAME=COLS",
+                   help="table columns of a modality: col1,col2 or prefix:b_ (repeat per modality)")
+    g.add_argument("--label", help="label column of a table (label key of an .npz)")
+    g.add_argument("--split-column", help="table column of per-row split names (train / valid / test)")
+    g.add_argument("--task", choices=("classification", "regression"), help="default: classification")
     run.add_argument("--method", action="append", help="method name (repeat for several; default: every method)")
     run.add_argument("--protocol", default="entry", help="missingness protocol (see `mlmm protocols`)")
     run.add_argument("--rate", type=float, default=0.0, help="the protocol's rate, train, validation and test")
@@ -231,6 +239,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     from .experiment import run_experiment, validate_config
     from .report import results_table, subsets_table
 
+    from .data.loaders.user_data import dataset_from_flags
+
+    args.dataset, args.data_file = dataset_from_flags(args), None  # a --data-file registers as file:<stem>
     spec = load_dataset(args.dataset).spec  # unknown dataset -> one clear line before anything else
     if args.distributed:
         _run_distributed(args)

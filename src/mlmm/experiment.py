@@ -132,7 +132,8 @@ def summarise(config: ExperimentConfig, records: list[dict]) -> dict:
         "test_rate": config.rate if config.test_rate is None else config.test_rate,
         "split": config.split,
         "seeds": [r["seed"] for r in records],
-        "metrics": {name: summarise_seeds([r["metrics"][name] for r in records]) for name in METRIC_NAMES},
+        # accuracy, macro_f1; regression adds mae, corr, acc2_has0/non0, acc7 ... (metrics/sentiment.py)
+        "metrics": {name: summarise_seeds([r["metrics"][name] for r in records]) for name in records[0]["metrics"]},
         "realised": {role: _mean_realised(records, role) for role in ("train", "val", "test")},
         "train_seconds": summarise_seeds([r["train_seconds"] for r in records]),
         "epochs_run": summarise_seeds([r["epochs_run"] for r in records]),

@@ -11,13 +11,13 @@ import torch
 from ..data.base import MultimodalDataset
 from ..methods._parts.factorised import is_factorised
 from ..train.loop import FittedModel
-from .task import classification_metrics, confusion_metrics
+from .task import confusion_metrics, task_metrics
 
 
 def evaluate(model: FittedModel, data: MultimodalDataset) -> dict[str, float]:
     """Metrics of ``model`` on ``data`` under ``data``'s own mask."""
     logits = model.predict_logits(data)
-    return classification_metrics(logits.numpy(), data.labels, model.spec.task.n_classes)
+    return task_metrics(logits.numpy(), data.labels, model.spec.task)
 
 
 def modality_subsets(n_modalities: int) -> list[tuple[int, ...]]:
@@ -66,7 +66,9 @@ def evaluate_subsets(model: FittedModel, data: MultimodalDataset, fast: bool | N
                           for mask, index in zip(masks, indices)]
     results = {}
     for subset, index, logits in zip(subsets, indices, all_logits):
-        metrics = confusion_metrics(logits.numpy(), data.labels[index.numpy()], model.spec.task.n_classes)
+        target = data.labels[index.numpy()]
+        metrics = (confusion_metrics(logits.numpy(), target, model.spec.task.n_classes)
+                   if model.spec.task.kind == "classification" else task_metrics(logits.numpy(), target, model.spec.task))
         metrics["n"] = len(index)
         results["+".join(names[j] for j in subset)] = metrics
     return results

@@ -15,7 +15,7 @@ import numpy as np
 from ..data.base import MultimodalDataset
 from .calibration import reliability_curve, softmax
 from .efficiency import latency_per_subset_size, parameter_counts, timed_predict
-from .task import classification_metrics
+from .task import task_metrics
 
 #: Bins of the reliability curve (equal width on [0, 1]); 15 as in Guo et al. (2017).
 N_BINS = 15
@@ -53,7 +53,7 @@ def cell_figures(model, test: MultimodalDataset, natural_test: MultimodalDataset
         "latency_per_subset_size_s": latency_per_subset_size(model, natural_test),
         "peak_memory": dict(memory or {}),
     }
-    out = {"metrics": classification_metrics(logits, test.labels, model.spec.task.n_classes), "efficiency": efficiency}
+    out = {"metrics": task_metrics(logits, test.labels, model.spec.task), "efficiency": efficiency}
     if model.spec.task.kind == "classification":
         out["calibration"] = calibration_figures(logits, test.labels)
     return out

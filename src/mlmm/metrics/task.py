@@ -40,6 +40,17 @@ def confusion_metrics(logits: np.ndarray, target: np.ndarray, n_classes: int) ->
     return {"accuracy": float(tp.sum() / max(len(target), 1)), "macro_f1": float(f1.mean())}
 
 
+def task_metrics(logits: np.ndarray, target: np.ndarray, task) -> dict[str, float]:
+    """Metrics by ``TaskSpec`` kind: classification -> ``classification_metrics``; regression
+    -> ``mlmm.metrics.sentiment.regression_metrics`` (MAE, correlation, Acc-2/F1/Acc-7; its
+    ``accuracy`` / ``macro_f1`` are the non0 Acc-2 / F1)."""
+    if task.kind == "classification":
+        return classification_metrics(logits, target, task.n_classes)
+    from .sentiment import regression_metrics
+
+    return regression_metrics(logits, target)
+
+
 def summarise_seeds(values: list[float]) -> dict:
     """{"mean", "std", "ci95", "per_seed"} over seeds; std is the sample std (ddof=1),
     ci95 the half-width of a t interval (0 for a single seed)."""

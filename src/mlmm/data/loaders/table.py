@@ -1,0 +1,190 @@
+"""Tables (CSV / Parquet) and NumPy arrays -> MultimodalDataset: the path for the user's own data.
+
+A table has one row per sample; each modality is a group of numeric columns,
+named as a list or by a common prefix. A modality is missing for a row when
+every cell of its group is empty (NaN), or when its availability column says
+so. Parquet needs ``pyarrow`` (``pip install mlmm[parquet]``); CSV needs only pandas.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..base import MultimodalDataset
+from ._build import build_dataset, encode_labels, nan_mask, normalise_split_names
+from ._files import check_known, user_file
+
+_TRUE = {"1", "true", "yes", "y", "t", "present", "available"}
+_FALSE = {"0", "false", "no", "n", "f", "missing", "absent", ""}
+
+
+def parse_columns(spec: str | Sequence[str], columns: Sequence[str], modality: str, source: str) -> list[str]:
+    """A modality's column group: a list of names, ``"prefix:b_"`` (every column starting with b_,
+    in file order) or ``"c1,c2"``. Unknown columns and empty groups are errors naming ``source``."""
+    if isinstance(spec, str) and spec.startswith("prefix:"):
+        prefix = spec[len("prefix:"):]
+        cols = [c for c in columns if str(c).startswith(prefix)]
+        if not cols:
+            raise ValueError(f"{source}: no column starts with {prefix!r} (modality {modality!r})")
+        return cols
+    cols = [c.strip() for c in spec.split(",") if c.strip()] if isinstance(spec, str) else list(spec)
+    missing = [c for c in cols if c not in columns]
+    if missing:
+        raise ValueError(f"{source}: modality {modality!r} names unknown column {missing[0]!r}; "
+                         f"columns: {', '.join(map(str, columns))}")
+    if not cols:
+        raise ValueError(f"{source}: modality {modality!r} has no column")
+    return cols
+
+
+def read_table(path: str | Path) -> "Any":
+    """A pandas DataFrame from a .csv/.tsv/.parquet file; unreadable files raise naming the file."""
+    import pandas as pd
+
+    p = user_file(path, "table")
+    suffix = p.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise ImportError(f"{p}: reading Parquet needs pyarrow (pip install 'mlmm[parquet]')") from None
+            return pd.read_parquet(p)
+        return pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",")
+    except ImportError:
+        raise
+    except Exception as err:  # pandas / pyarrow parser errors carry no file name
+        raise ValueError(f"{p}: cannot read as a {'Parquet' if suffix in ('.parquet', '.pq') else 'CSV'} table: {err}") from None
+
+
+def _availability(values: np.ndarray, column: str, source: str) -> np.ndarray:
+    if values.dtype == bool:
+        return values
+    out = []
+    for i, v in enumerate(values):
+        s = "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip().lower()
+        if s in ("1.0",):
+            s = "1"
+        if s in ("0.0",):
+            s = "0"
+        if s not in _TRUE | _FALSE:
+            raise ValueError(f"{source}: availability column {column!r} row {i} has {v!r}; use 1/0 or true/false")
+        out.append(s in _TRUE)
+    return np.asarray(out, dtype=bool)
+
+
+def load_table(path: str | Path, modalities: Mapping[str, str | Sequence[str]], label: str,
+               split: str | None = None, availability: Mapping[str, str] | None = None,
+               task: str = "classification", name: str | None = None, partial: str = "error") -> MultimodalDataset:
+    """A CSV / TSV / Parquet table as a dataset of ``vector`` modalities.
+
+    modalities:   modality -> its columns: a list, ``"c1,c2"`` or ``"prefix:b_"``. Mask column j
+                  is the j-th modality of this mapping.
+    label:        the target column (classification: any values, coded 0..K-1 in sorted order,
+                  names in ``data.class_names``; regression: numbers).
+    split:        optional column of per-row split names (train / test / valid; val, validation
+                  and dev are read as valid) -> ``data.splits``.
+    availability: optional modality -> column of 1/0 (true/false); 0 marks the modality missing
+                  even where its cells are filled. Without it, an all-empty group is missing.
+    partial:      a present group with some empty cells: ``"error"`` (default) or ``"missing"``.
+
+    Returns inputs modality -> (N, D) float32, mask (N, M) bool, target (N,).
+    """
+    p = user_file(path, "table")
+    check_known(p)
+    df = read_table(p)
+    source = str(p)
+    columns = list(df.columns)
+    for col, role in ((label, "label"), (split, "split")):
+        if col is not None and col not in columns:
+            raise ValueError(f"{source}: no {role} column {col!r}; columns: {', '.join(map(str, columns))}")
+    if not modalities:
+        raise ValueError(f"{source}: map at least one modality to columns")
+    arrays = {}
+    for mod, cols_spec in modalities.items():
+        cols = parse_columns(cols_spec, columns, mod, source)
+        block = df[cols]
+        bad = [c for c in cols if not np.issubdtype(block[c].dtype, np.number)]
+        if bad:
+            raise ValueError(f"{source}: column {bad[0]!r} of modality {mod!r} is not numeric "
+                             f"(first value {block[bad[0]].dropna().iloc[0]!r})")
+        arrays[mod] = block.to_numpy(dtype=np.float32)
+    mask = nan_mask(arrays, source, partial)
+    for mod, col in (availability or {}).items():
+        if mod not in arrays:
+            raise ValueError(f"{source}: availability given for unknown modality {mod!r}")
+        if col not in columns:
+            raise ValueError(f"{source}: no availability column {col!r} (modality {mod!r})")
+        avail = _availability(df[col].to_numpy(), col, source)
+        j = list(arrays).index(mod)
+        empty = avail & ~mask[:, j]
+        if empty.any():
+            raise ValueError(f"{source}: column {col!r} marks modality {mod!r} available in row "
+                             f"{int(np.flatnonzero(empty)[0])} but its cells are empty")
+        mask[:, j] &= avail
+    target, class_names = encode_labels(df[label].to_numpy(), task, f"{source} column {label!r}")
+    splits = normalise_split_names(df[split].to_numpy()) if split else None
+    return build_dataset(name or p.stem, arrays, target, mask, task, class_names, splits)
+
+
+def load_arrays(arrays: Mapping[str, np.ndarray] | str | Path, label: str = "y",
+                modalities: Sequence[str] | None = None, mask: str | np.ndarray | None = None,
+                split: str | None = None, task: str = "classification", name: str = "arrays",
+                kinds: Mapping[str, str] | None = None, partial: str = "error") -> MultimodalDataset:
+    """NumPy arrays (a dict, or an ``.npz`` path read without pickle) as a dataset.
+
+    arrays:     key -> array with N rows; modality arrays are (N, D) vector, (N, T, C) sequence or
+                (N, C, H, W) image (override with ``kinds``).
+    label:      key of the (N,) target.
+    modalities: keys used as modalities, in mask order (default: every key but label, mask, split
+                and ``avail_*``).
+    mask:       (N, M) bool availability, or the key holding it (default: the key ``"mask"`` if
+                present); per-modality ``avail_<name>`` (N,) keys are honoured too. A sample whose
+                modality is all NaN counts as missing either way.
+    split:      key of an (N,) array of split names (default: ``"split"`` if present).
+    """
+    if isinstance(arrays, (str, Path)):
+        p = user_file(arrays, "array file")
+        check_known(p)
+        source = str(p)
+        try:
+            with np.load(p, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except Exception as err:  # zipfile.BadZipFile, ValueError (pickled arrays), EOFError ...
+            raise ValueError(f"{source}: cannot read as a NumPy .npz archive: {err}") from None
+        name = name if name != "arrays" else p.stem
+    else:
+        source = f"arrays {name!r}"
+        arrays = dict(arrays)
+    if label not in arrays:
+        raise ValueError(f"{source}: no label key {label!r}; keys: {', '.join(arrays)}")
+    mask_key = mask if isinstance(mask, str) else ("mask" if mask is None and "mask" in arrays else None)
+    split_key = split if split is not None else ("split" if "split" in arrays else None)
+    reserved = {label, mask_key, split_key}
+    if modalities is None:
+        modalities = [k for k in arrays if k not in reserved and not k.startswith("avail_")]
+    unknown = [m for m in modalities if m not in arrays]
+    if unknown:
+        raise ValueError(f"{source}: no array {unknown[0]!r}; keys: {', '.join(arrays)}")
+    inputs = {}
+    for m in modalities:
+        x = np.asarray(arrays[m])
+        if x.dtype.kind not in "fiub":
+            raise ValueError(f"{source}: array {m!r} is not numeric ({x.dtype})")
+        inputs[m] = x.astype(np.float32) if not (kinds and kinds.get(m) == "text") else x
+    avail = nan_mask(inputs, source, partial)
+    given = arrays[mask_key] if mask_key else mask
+    if given is not None:
+        given = np.asarray(given)
+        if given.shape != avail.shape or given.dtype != bool:
+            raise ValueError(f"{source}: mask must be bool of shape {avail.shape}, got {given.dtype} {given.shape}")
+        avail &= given
+    for j, m in enumerate(modalities):
+        if f"avail_{m}" in arrays:
+            avail[:, j] &= np.asarray(arrays[f"avail_{m}"]).astype(bool)
+    target, class_names = encode_labels(arrays[label], task, f"{source} key {label!r}")
+    splits = normalise_split_names(arrays[split_key]) if split_key else None
+    return build_dataset(name, inputs, target, avail, task, class_names, splits, kinds)

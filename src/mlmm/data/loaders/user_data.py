@@ -1,0 +1,128 @@
+"""One entry point for the user's file, by format, and its registration as a dataset name.
+
+``load_data_file(path, **options)`` picks the loader from the path: a folder is
+AV-MNIST; ``.csv``/``.tsv``/``.parquet`` a table; ``.npz`` arrays; ``.ts`` a
+UEA file; ``.pkl``/``.pickle`` an MMSA pickle; ``.yaml``/``.yml``/``.json`` a
+mapping file naming one of them, e.g.::
+
+    path: my.csv            # relative to the mapping file
+    modalities: {a: [col1, col2], b: "prefix:b_"}
+    label: y
+    split: split            # optional
+    availability: {b: b_present}   # optional
+    task: classification
+
+``register_data_file`` registers the loaded data under ``file:<stem>`` so that
+everything that takes a dataset name (``mlmm run``, ``run_experiment``) can use it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..base import MultimodalDataset
+from ..registry import DATASETS, DatasetEntry
+from .avmnist import load_avmnist
+from .mmsa import load_mmsa
+from .table import load_arrays, load_table
+from .ts import load_ts
+
+_TABLE = (".csv", ".tsv", ".parquet", ".pq")
+
+
+def read_mapping(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        mapping = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: cannot read the data mapping file: {err}") from None
+    if not isinstance(mapping, dict) or "path" not in mapping:
+        raise ValueError(f"{path}: a data mapping file is a mapping with at least 'path' (the data file)")
+    return mapping
+
+
+def load_data_file(path: str | Path, **options: Any) -> MultimodalDataset:
+    """The user's data file (see the module docstring for the formats); ``options`` go to its loader."""
+    p = Path(path).expanduser()
+    suffix = p.suffix.lower()
+    if suffix in (".yaml", ".yml", ".json"):
+        if not p.is_file():
+            raise FileNotFoundError(f"data mapping file {str(p)!r} does not exist")
+        mapping = read_mapping(p)
+        data_path = Path(mapping.pop("path")).expanduser()
+        base = p.parent
+        for key in ("test",):  # a .ts test file, relative like the data path
+            if key in mapping:
+                mapping[key] = str(Path(mapping[key]) if Path(mapping[key]).is_absolute() else base / mapping[key])
+        return load_data_file(data_path if data_path.is_absolute() else base / data_path, **{**mapping, **options})
+    if p.is_dir():
+        return load_avmnist(p, **options)
+    if suffix in _TABLE:
+        return load_table(p, **options)
+    if suffix == ".npz":
+        return load_arrays(p, **options)
+    if suffix == ".ts":
+        if "test" not in options and p.stem.endswith("_TRAIN"):
+            sibling = p.with_name(p.stem[:-6] + "_TEST.ts")
+            if sibling.is_file():
+                options["test"] = sibling
+        return load_ts(p, **options)
+    if suffix in (".pkl", ".pickle"):
+        return load_mmsa(p, **options)
+    if not p.exists():
+        raise FileNotFoundError(f"data file {str(p)!r} does not exist")
+    raise ValueError(f"{p}: unknown data format {suffix or '(no suffix)'}; use .csv, .tsv, .parquet, .npz, .ts, "
+                     ".pkl, an AV-MNIST folder, or a .yaml/.json mapping file")
+
+
+def register_data_file(path: str | Path, **options: Any) -> str:
+    """Load the file once and register it as dataset ``file:<stem>`` (replacing an earlier one of
+    that name); returns the name. Each ``load_dataset`` of it returns the same loaded dataset."""
+    data = load_data_file(path, **options)
+    name = f"file:{Path(path).stem}"
+    if name in DATASETS:
+        DATASETS.unregister(name)
+    spec = data.spec
+    DATASETS.register(name)(DatasetEntry(
+        name=name, loader=lambda: data, description=f"user data from {path}", n_samples=len(data),
+        modalities=", ".join(f"{m.name} {m.shape}" for m in spec.modalities),
+        task=spec.task.kind, source=str(path), licence="the user's"))
+    return name
+
+
+def parse_modality_flags(items: list[str]) -> dict[str, str]:
+    """``["a=col1,col2", "b=prefix:b_"]`` -> ``{"a": "col1,col2", "b": "prefix:b_"}`` (CLI ``--modality``)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"--modality expects NAME=COLUMNS or NAME=prefix:PREFIX, got {item!r}")
+        if key.strip() in out:
+            raise ValueError(f"--modality {key.strip()!r} given twice")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def dataset_from_flags(args: Any) -> str:
+    """The dataset name for ``mlmm run``: ``--dataset`` as is, or ``--data-file`` (with ``--modality``,
+    ``--label``, ``--split-column``, ``--task``) registered as ``file:<stem>``."""
+    if not getattr(args, "data_file", None):
+        if not args.dataset:
+            raise ValueError("give --dataset NAME (see `mlmm datasets`) or --data-file PATH")
+        return args.dataset
+    if args.dataset:
+        raise ValueError("give either --dataset or --data-file, not both")
+    options: dict[str, Any] = {}
+    if args.modality:
+        options["modalities"] = parse_modality_flags(args.modality)
+    if args.label:
+        options["label"] = args.label
+    if args.split_column:
+        options["split"] = args.split_column
+    if args.task:
+        options["task"] = args.task
+    return register_data_file(args.data_file, **options)
