@@ -19,11 +19,12 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/mlmm demo --out mlmm-demo
 
+# One pytest worker per core (pytest-xdist): the suite trains hundreds of small models.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n auto -m "not slow"
 
 clean:
 	rm -rf $(VENV) mlmm-demo
