@@ -93,6 +93,8 @@ def load_table(path: str | Path, modalities: Mapping[str, str | Sequence[str]], 
 
     Returns inputs modality -> (N, D) float32, mask (N, M) bool, target (N,).
     """
+    import pandas as pd
+
     p = user_file(path, "table")
     check_known(p)
     df = read_table(p)
@@ -107,11 +109,11 @@ def load_table(path: str | Path, modalities: Mapping[str, str | Sequence[str]], 
     for mod, cols_spec in modalities.items():
         cols = parse_columns(cols_spec, columns, mod, source)
         block = df[cols]
-        bad = [c for c in cols if not np.issubdtype(block[c].dtype, np.number)]
+        bad = [c for c in cols if not pd.api.types.is_numeric_dtype(block[c].dtype)]
         if bad:
             raise ValueError(f"{source}: column {bad[0]!r} of modality {mod!r} is not numeric "
                              f"(first value {block[bad[0]].dropna().iloc[0]!r})")
-        arrays[mod] = block.to_numpy(dtype=np.float32)
+        arrays[mod] = block.to_numpy(dtype=np.float32, copy=True)  # writable: torch warns on read-only arrays
     mask = nan_mask(arrays, source, partial)
     for mod, col in (availability or {}).items():
         if mod not in arrays:
