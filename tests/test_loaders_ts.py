@@ -96,3 +96,12 @@ def test_known_file_name_with_other_bytes_warns_and_own_files_do_not(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(load_ts(own)) == 2
+
+
+def test_regression_target_and_wrong_options(tmp_path):
+    head = "@problemName R\n@univariate false\n@dimensions 2\n@equalLength true\n@seriesLength 2\n@targetLabel true\n@data\n"
+    (tmp_path / "r.ts").write_text(head + "1,2:3,4:0.5\n5,6:7,8:-1.25\n")
+    data = load_ts(tmp_path / "r.ts", channels={"a": [0], "b": [1]})
+    assert data.spec.task.kind == "regression" and data.target.tolist() == [0.5, -1.25]
+    with pytest.raises(ValueError, match="option 'modalities' does not apply to load_ts"):
+        load_data_file(tmp_path / "r.ts", modalities={"a": "x"})

@@ -18,6 +18,7 @@ everything that takes a dataset name (``mlmm run``, ``run_experiment``) can use 
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,16 @@ def read_mapping(path: Path) -> dict[str, Any]:
     return mapping
 
 
+def _call(loader, path: Path, options: dict[str, Any]) -> MultimodalDataset:
+    """``loader(path, **options)``; an option the format does not take is a clear error (not a TypeError)."""
+    accepted = list(inspect.signature(loader).parameters)[1:]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"{path}: option {unknown[0]!r} does not apply to {loader.__name__} "
+                         f"(it takes {', '.join(accepted)})")
+    return loader(path, **options)
+
+
 def load_data_file(path: str | Path, **options: Any) -> MultimodalDataset:
     """The user's data file (see the module docstring for the formats); ``options`` go to its loader."""
     p = Path(path).expanduser()
@@ -60,19 +71,19 @@ def load_data_file(path: str | Path, **options: Any) -> MultimodalDataset:
                 mapping[key] = str(Path(mapping[key]) if Path(mapping[key]).is_absolute() else base / mapping[key])
         return load_data_file(data_path if data_path.is_absolute() else base / data_path, **{**mapping, **options})
     if p.is_dir():
-        return load_avmnist(p, **options)
+        return _call(load_avmnist, p, options)
     if suffix in _TABLE:
-        return load_table(p, **options)
+        return _call(load_table, p, options)
     if suffix == ".npz":
-        return load_arrays(p, **options)
+        return _call(load_arrays, p, options)
     if suffix == ".ts":
         if "test" not in options and p.stem.endswith("_TRAIN"):
             sibling = p.with_name(p.stem[:-6] + "_TEST.ts")
             if sibling.is_file():
                 options["test"] = sibling
-        return load_ts(p, **options)
+        return _call(load_ts, p, options)
     if suffix in (".pkl", ".pickle"):
-        return load_mmsa(p, **options)
+        return _call(load_mmsa, p, options)
     if not p.exists():
         raise FileNotFoundError(f"data file {str(p)!r} does not exist")
     raise ValueError(f"{p}: unknown data format {suffix or '(no suffix)'}; use .csv, .tsv, .parquet, .npz, .ts, "
