@@ -66,6 +66,9 @@ def test_csv_errors_name_the_problem(csv, tmp_path):
     assert not data.mask[3, 1]
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         load_table(tmp_path / "nope.csv", {"a": "a1"}, label="y")
+    (tmp_path / "nolabel.csv").write_text("a1,y\n1,cat\n2,\n3,dog\n")
+    with pytest.raises(ValueError, match="nolabel.csv column 'y': 1 rows have no label"):
+        load_table(tmp_path / "nolabel.csv", {"a": "a1"}, label="y")
     (tmp_path / "bad.csv").write_bytes(b'a1,y\n1,"unterminated\n')
     with pytest.raises(ValueError, match="bad.csv"):
         load_table(tmp_path / "bad.csv", {"a": "a1"}, label="y")
