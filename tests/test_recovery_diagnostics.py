@@ -154,3 +154,16 @@ def test_cli_recover_json(capsys) -> None:
 def test_cli_recover_rejects_a_method_without_hooks(capsys) -> None:
     assert main(["recover", "--dataset", "handwritten", "--method", "masked-mean"]) == 2
     assert "no recovery hooks" in capsys.readouterr().err
+
+
+def test_a_cell_that_cannot_train_is_skipped_with_its_reason(monkeypatch) -> None:
+    from mlmm.diagnostics import runs
+    from mlmm.diagnostics.fitting import CellConfig
+
+    def refuse(config, seed):
+        raise ValueError(f"method {config.method!r} needs complete training samples")
+
+    monkeypatch.setattr(runs, "fit_cell", refuse)
+    rows = runs.recover_runs(CellConfig("synthetic", "mmin"), ["mmin"], [0.5], [0])
+    assert rows == [{"method": "mmin", "rate": 0.5, "seeds": [0],
+                     "skipped": "method 'mmin' needs complete training samples"}]

@@ -132,6 +132,8 @@ def cmd_recover(args: argparse.Namespace) -> None:
         return
     print(f"recover or not on {args.dataset} ({args.protocol}; fidelity on held-out slots present but masked; "
           "reliance = plain fill in place of the recovery)")
+    skipped = [r for r in rows if "skipped" in r]
+    rows = [r for r in rows if "skipped" not in r]
     header = ["method", "rate", "space", "MSE", "MSE plain", "cosine", "changed", "acc recov", "acc plain",
               "gain", "verdict"]
     print(format_table(header, [[r["method"], f"{r['rate']:g}", r["space"], _ms(r["mse"]), _ms(r["mse_plain"]),
@@ -139,6 +141,8 @@ def cmd_recover(args: argparse.Namespace) -> None:
                                  _ms(r["accuracy_plain"]), _ms(r["accuracy_gain"]), r["verdict"]] for r in rows]))
     print("verdict: ignored if < 2% of incomplete samples change prediction; else helps / hurts if the gain is "
           "beyond max(0.005, 2 SE over seeds); else dominated (the present modalities decide)")
+    for r in skipped:
+        print(f"skipped {r['method']} at rate {r['rate']:g}: {r['skipped']}")
 
 
 def cmd_uncertainty(args: argparse.Namespace) -> None:

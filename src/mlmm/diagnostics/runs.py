@@ -59,18 +59,27 @@ def explain_runs(config: CellConfig, seeds: Sequence[int], target: str = "predic
 
 def recover_runs(base: CellConfig, methods: Sequence[str], rates: Sequence[float], seeds: Sequence[int],
                  on_cell: Progress = None) -> list[dict]:
-    """One row per (method, rate): fidelity and reliance averaged over seeds, and the verdict."""
+    """One row per (method, rate): fidelity and reliance averaged over seeds, and the verdict; a cell
+    that cannot be trained (e.g. a method needing complete training samples at a rate > 0) gives a
+    row with "skipped": the reason, and the other cells still run."""
     rows = []
     for method in methods:
         for rate in rates:
             config = replace(base, method=method, rate=rate)
-            fids, rels = [], []
+            fids, rels, skipped = [], [], None
             for seed in seeds:
-                cell = fit_cell(config, seed)
+                try:
+                    cell = fit_cell(config, seed)
+                except ValueError as err:  # e.g. a method that needs complete training samples at rate > 0
+                    skipped = str(err)
+                    break
                 fids.append(recovery_fidelity(cell.model, cell.test, cell.test_masked))
                 rels.append(recovery_reliance(cell.model, cell.test_masked))
                 if on_cell:
                     on_cell(f"{method} rate {rate:g} seed {seed}")
+            if skipped is not None:
+                rows.append({"method": method, "rate": rate, "seeds": list(seeds), "skipped": skipped})
+                continue
             row = {"method": method, "rate": rate, "seeds": list(seeds), "space": fids[0]["space"],
                    "truth": fids[0]["truth"], "n_slots": fids[0]["n_slots"]}
             for key in ("mse", "mse_plain", "cosine"):
