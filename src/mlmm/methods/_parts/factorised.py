@@ -41,10 +41,11 @@ class FactorisedFusion:
     """
 
     def encode_modalities(self, batch: Batch) -> Tensor:
-        raise NotImplementedError
+        # Abstract: a class that mixes in FactorisedFusion must define both parts.
+        raise NotImplementedError(f"{type(self).__name__} declares FactorisedFusion but defines no encode_modalities")
 
     def fuse_embeddings(self, z: Tensor, mask: Tensor) -> Output:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} declares FactorisedFusion but defines no fuse_embeddings")
 
     def forward(self, batch: Batch) -> Output:
         return self.fuse_embeddings(self.encode_modalities(batch), batch.mask)
