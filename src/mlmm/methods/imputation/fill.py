@@ -99,7 +99,7 @@ class ZeroFill(FillEarlyFusion):
 
     def fill_values(self, train: Batch, standardizer: Standardizer) -> dict[str, Tensor]:
         return {
-            m.name: standardizer.transform_values(m.name, torch.zeros(1, *m.shape))[0]
+            m.name: standardizer.transform_values(m.name, torch.zeros(1, *m.shape, device=train.mask.device))[0]
             for m in self.spec.modalities
         }
 
@@ -125,5 +125,5 @@ class MeanFill(FillEarlyFusion):
         values = {}
         for j, m in enumerate(self.spec.modalities):
             present = train.inputs[m.name][train.mask[:, j]]
-            values[m.name] = present.mean(dim=0) if present.shape[0] else torch.zeros(m.shape)
+            values[m.name] = present.mean(dim=0) if present.shape[0] else torch.zeros(m.shape, device=present.device)
         return values
