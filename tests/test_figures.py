@@ -145,14 +145,35 @@ def test_fast_subsets_equal_the_slow_path(name: str, data) -> None:
     assert len(fast) == 7 and all(v["n"] <= len(test) for v in fast.values())
 
 
-@pytest.mark.parametrize("stack_bytes", [1, 2 ** 30])
-def test_fast_subsets_equal_the_slow_path_one_or_all_subsets_per_call(stack_bytes: int, data, monkeypatch) -> None:
+@pytest.mark.parametrize("stack_bytes, fuse_bytes", [(1, 2 ** 27), (2 ** 30, 2 ** 27), (2 ** 30, 1)])
+def test_fast_subsets_equal_the_slow_path_one_or_all_subsets_per_call(stack_bytes: int, fuse_bytes: int, data,
+                                                                       monkeypatch) -> None:
+    from mlmm.methods._parts import factorised
     from mlmm.metrics import evaluate as evaluate_module
 
-    monkeypatch.setattr(evaluate_module, "_STACK_BYTES", stack_bytes)  # row slices of z / every subset in one call
+    # row slices of z / every subset in one fusion call; all rows per fuse_subsets call / one row per call
+    monkeypatch.setattr(factorised, "_STACK_BYTES", stack_bytes)
+    monkeypatch.setattr(evaluate_module, "_FUSE_BYTES", fuse_bytes)
     model, test = _fit("late-ensemble", data, embed_dim=16)
     test = test.with_mask(torch.as_tensor(entry_rate_mask(len(test), 3, 0.3, np.random.default_rng(2))))
     assert evaluate_subsets(model, test, batch_size=16) == evaluate_subsets(model, test, fast=False, batch_size=16)
+
+
+def test_masked_mean_projects_before_pooling_with_the_same_logits(data) -> None:
+    """masked-mean's fuse_subsets moves the head's first (affine) layer before the mean: the
+    logits of every row holding a modality match fuse_embeddings mask by mask."""
+    model, test = _fit("masked-mean", data, epochs=2)
+    method = model.method
+    with torch.no_grad():
+        z = method.encode_modalities(model.standardizer(test.as_batch()))
+        masks = torch.stack([torch.as_tensor(entry_rate_mask(len(test), 3, 0.5, np.random.default_rng(s)))
+                             for s in range(5)])
+        masks[0, :3] = False  # rows with no modality: any finite value, dropped by the caller
+        fast = method.fuse_subsets(z, masks)
+        for s, mask in enumerate(masks):
+            keep = mask.any(dim=1)
+            torch.testing.assert_close(fast[s][keep], method.fuse_embeddings(z, mask).logits[keep], rtol=1e-5, atol=1e-5)
+        assert torch.isfinite(fast).all()
 
 
 def test_fast_path_refused_for_a_method_without_the_capability(data) -> None:

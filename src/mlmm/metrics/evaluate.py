@@ -6,6 +6,7 @@ import contextlib
 from itertools import combinations
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from ..data.base import MultimodalDataset
@@ -48,27 +49,27 @@ def evaluate_subsets(model: FittedModel, data: MultimodalDataset, fast: bool | N
                          "(encode_modalities / fuse_embeddings), so it has no fast all-subsets path")
     use_fast = is_factorised(method) if fast is None else fast
     names = model.spec.modality_names
-    subsets, masks, indices = [], [], []
-    for subset in modality_subsets(len(names)):
-        wanted = torch.zeros_like(data.mask)
-        wanted[:, list(subset)] = True
-        mask = wanted & data.mask
-        rows = mask.any(dim=1)
-        if rows.any():
-            subsets.append(subset)
-            masks.append(mask)
-            indices.append(torch.nonzero(rows).flatten())
+    all_subsets = modality_subsets(len(names))
+    chosen = torch.zeros(len(all_subsets), len(names), dtype=torch.bool)  # (S, M)
+    for i, subset in enumerate(all_subsets):
+        chosen[i, list(subset)] = True
+    masks = chosen.unsqueeze(1) & data.mask.unsqueeze(0)  # (S, N, M): subset ∩ natural mask
+    rows = masks.any(dim=2)  # (S, N): samples left with something to evaluate
+    evaluated = rows.any(dim=1).nonzero().flatten().tolist()
+    masks, rows = masks[evaluated], rows[evaluated]
+    subsets = [all_subsets[i] for i in evaluated]
+    indices = [r.nonzero().flatten().numpy() for r in rows]
     with _eval_mode(model):
         if use_fast:
             all_logits = _factorised_subset_logits(model, data, masks, indices, batch_size)
         else:
-            all_logits = [model.predict_logits(data.with_mask(mask).subset(index.numpy()), batch_size=batch_size)
+            all_logits = [model.predict_logits(data.with_mask(mask).subset(index), batch_size=batch_size).numpy()
                           for mask, index in zip(masks, indices)]
     results = {}
     for subset, index, logits in zip(subsets, indices, all_logits):
-        target = data.labels[index.numpy()]
-        metrics = (confusion_metrics(logits.numpy(), target, model.spec.task.n_classes)
-                   if model.spec.task.kind == "classification" else task_metrics(logits.numpy(), target, model.spec.task))
+        target = data.labels[index]
+        metrics = (confusion_metrics(logits, target, model.spec.task.n_classes)
+                   if model.spec.task.kind == "classification" else task_metrics(logits, target, model.spec.task))
         metrics["n"] = len(index)
         results["+".join(names[j] for j in subset)] = metrics
     return results
@@ -94,38 +95,28 @@ def _encode_once(model: FittedModel, data: MultimodalDataset, batch_size: int) -
                       for i in range(0, batch.size, batch_size)])
 
 
-#: Bytes of stacked embeddings one fusion call may take (about a CPU's L2/L3 share): small
-#: per-modality outputs (late-ensemble's (N, M, C) member logits) fuse many subsets per call.
-_STACK_BYTES = 2 ** 20
+#: Bytes of (mask, row) embedding pairs one ``fuse_subsets`` call covers (rows are split; every
+#: mask stays in each call). Small enough that a call's intermediates stay in cache: on
+#: handwritten (63 masks x 400 rows) masked-mean's all-subsets evaluation took ~36-49 ms with
+#: 4 MiB per call against ~65-70 ms with all rows in one call.
+_FUSE_BYTES = 2 ** 22
 
 
 @torch.no_grad()
-def _factorised_subset_logits(model: FittedModel, data: MultimodalDataset, masks: list[torch.Tensor],
-                              indices: list[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
-    """Per subset s, (len(indices[s]), C) logits: one encoding pass, then the fusion alone
-    on z under masks[s], rows indices[s] kept.
-
-    Where one subset's z (N, M, D) is large, the fusion runs on contiguous row slices of
-    z (views, no copy) under the subset's mask: gathering rows first copied (rows, M, D)
-    per subset for nothing, and measured ~2x slower. Where it is small (under
-    ``_STACK_BYTES``), k subsets are fused in one call on z repeated k times, since
-    per-call overhead then dominates. Either way a row left with no modality is fused
-    too (every method is total on an empty mask) and dropped afterwards; each row's
-    fusion reads only its own z and mask rows in eval mode, so the kept rows are what
-    the slow path computes.
+def _factorised_subset_logits(model: FittedModel, data: MultimodalDataset, masks: torch.Tensor,
+                              indices: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    """masks (S, N, M) -> per subset s, (len(indices[s]), C) logits as numpy: one encoding pass, then the method's
+    ``fuse_subsets`` on z under all the subsets' masks (``FactorisedFusion``), rows indices[s]
+    kept. A row left with no modality is fused too (every method is total on an empty mask)
+    and dropped here; each row's fusion reads only its own z and mask rows in eval mode, so
+    the kept rows are what the slow path computes (up to float rounding where a method
+    reorders the arithmetic, as masked-mean does).
     """
     device = next(model.parameters(), torch.empty(0)).device
     z = _encode_once(model, data, batch_size)
-    n, row_bytes = len(z), max(z[:1].numel() * z.element_size(), 1)
-    k = max(1, min(len(masks), _STACK_BYTES // (row_bytes * n)))  # subsets per fusion call
-    step = max(batch_size, _STACK_BYTES // row_bytes)  # rows per call
-    out = []
-    for first in range(0, len(masks), k):
-        group = masks[first:first + k]
-        mask = torch.cat(group).to(device)  # (len(group) * N, M)
-        zs = z if len(group) == 1 else z.repeat(len(group), *([1] * (z.dim() - 1)))
-        logits = torch.cat([model.method.fuse_embeddings(zs[i:i + step], mask[i:i + step]).logits
-                            for i in range(0, len(zs), step)])
-        for j, index in enumerate(indices[first:first + k]):
-            out.append(logits[j * n:(j + 1) * n][index.to(device)].cpu())
-    return out
+    stacked = masks.to(device)
+    row_bytes = max(z[:1].numel() * z.element_size(), 1)
+    rows = max(1, _FUSE_BYTES // (len(masks) * row_bytes))
+    logits = torch.cat([model.method.fuse_subsets(z[i:i + rows], stacked[:, i:i + rows])
+                        for i in range(0, len(z), rows)], dim=1).cpu().numpy()  # (S, N, C)
+    return [logits[s][index] for s, index in enumerate(indices)]

@@ -73,3 +73,21 @@ class MaskedMeanFusion(FactorisedFusion, MissingModalityModel):
     def fuse_embeddings(self, z: torch.Tensor, mask: torch.Tensor) -> Output:
         """z (B, M, D), mask (B, M) -> logits (B, C) of the pooled present embeddings."""
         return Output(self.head(self.pool(z, mask)))
+
+    def fuse_subsets(self, z: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """z (N, M, D), masks (S, N, M) -> logits (S, N, C) (see ``FactorisedFusion``).
+
+        The mean of present embeddings and the head's first layer (affine) commute for a
+        row with at least one modality: W (Σ a_m z_m / Σ a_m) + b = Σ a_m (W z_m + b) / Σ a_m.
+        So each modality is projected once (N, M, H), and per mask only the weighted sum (one
+        batched matrix product over all masks) and the rest of the head run; the head's
+        first layer was ~half the per-subset cost. Other pools or fusions: the default.
+        """
+        mean_pool = self.pool is masked_mean and type(self).fuse_embeddings is MaskedMeanFusion.fuse_embeddings
+        if not (mean_pool and isinstance(self.head, nn.Sequential) and isinstance(self.head[0], nn.Linear)):
+            return super().fuse_subsets(z, masks)
+        projected = self.head[0](z)  # (N, M, H)
+        weights = masks.to(projected.dtype)
+        weights = weights / weights.sum(dim=2, keepdim=True).clamp_min(1)  # (S, N, M); empty rows all 0
+        pooled = torch.einsum("snm,nmh->snh", weights, projected)  # (S, N, H)
+        return self.head[1:](pooled)
