@@ -62,8 +62,8 @@ class TrainingBankMixin:
         """
         same = torch.ones(mask.shape[0], self.bank_mask.shape[0], dtype=torch.bool, device=mask.device)
         for j, (x, bx) in enumerate(zip(xs, self.bank_inputs())):
-            equal = (x.flatten(1).unsqueeze(1) == bx.flatten(1).unsqueeze(0)).all(dim=2) & self.bank_mask[:, j]
-            same &= ~mask[:, j].unsqueeze(1) | equal
+            both = mask[:, j].unsqueeze(1) & self.bank_mask[:, j].unsqueeze(0)  # (B, N): rows to compare
+            same &= ~mask[:, j].unsqueeze(1) | _equal_rows(x.flatten(1), bx.flatten(1), both)
         return same
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
@@ -77,3 +77,22 @@ class TrainingBankMixin:
                 self._buffers[name] = torch.empty(saved.shape, dtype=own.dtype, device=own.device)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
+
+
+def _equal_rows(x: Tensor, bank: Tensor, pairs: Tensor | None = None) -> Tensor:
+    """(B, N) True where x[b] == bank[n] on every feature (and ``pairs[b, n]``, when given);
+    x (B, F), bank (N, F), pairs (B, N) bool: the pairs worth comparing.
+
+    Rows that differ on their first feature cannot be equal, so only the pairs that agree
+    there are compared in full: (B, N) + (candidates, F) comparisons instead of (B, N, F).
+    ``pairs`` leaves out the zeroed rows of absent modalities, which all agree with each other.
+    """
+    equal = x[:, :1] == bank[:, 0].unsqueeze(0)  # (B, N) candidates
+    if pairs is not None:
+        equal &= pairs
+    if x.shape[1] <= 1:
+        return equal
+    b, n = equal.nonzero(as_tuple=True)
+    full = (x[b] == bank[n]).all(dim=1)
+    equal[b[~full], n[~full]] = False
+    return equal
