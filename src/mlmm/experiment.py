@@ -25,7 +25,8 @@ from .metrics.evaluate import evaluate_subsets
 from .metrics.figures import cell_figures
 from .metrics.task import summarise_seeds
 from .missing import Scenario, make_protocol
-from .train.loop import TrainConfig, Trainer, build_method
+from .data.base import MultimodalDataset
+from .train.loop import FitResult, TrainConfig, Trainer, build_method
 
 METRIC_NAMES = ("accuracy", "macro_f1")
 #: Protocols whose missingness is set by their own parameters, not by a single rate.
@@ -80,23 +81,43 @@ def validate_config(config: ExperimentConfig, spec) -> None:
         scenario.protocol(role).sample(spec.n_modalities, np.zeros(4, dtype=np.int64), rng, spec.modality_names)
 
 
-def run_seed(config: ExperimentConfig, seed: int) -> dict:
-    """Train and evaluate one seed; a JSON-ready record."""
+@dataclass
+class SeedFit:
+    """One trained seed: the fit, the test split with its natural masks (``test``) and masked
+    by the scenario (``test_masked``), the realised missingness per role, the fit's peak memory."""
+
+    fit: FitResult
+    test: MultimodalDataset
+    test_masked: MultimodalDataset
+    realised: dict[str, dict]
+    memory: dict
+
+
+def fit_seed(config: ExperimentConfig, seed: int) -> SeedFit:
+    """Split, draw the train / validation / test masks from the scenario, train: the cell that
+    ``run_seed`` scores and the diagnostics (``mlmm explain`` / ``recover`` / ``uncertainty``) reuse."""
     data = load_dataset(config.dataset)
     train, val, test = make_splits(data, config.split, seed)
     scenario = config.scenario()
-    train_m, train_info = scenario.apply(train, "train", seed)
-    val_m, val_info = scenario.apply(val, "val", seed)
-    test_m, test_info = scenario.apply(test, "test", seed)
+    masked, realised = {}, {}
+    for role, part in (("train", train), ("val", val), ("test", test)):
+        masked[role], realised[role] = scenario.apply(part, role, seed)
     method = build_method(config.method, data.spec, seed=seed, **config.method_params)
     with PeakMemory(config.device) as memory:
-        fit = Trainer(config.train, device=config.device).fit(method, train_m, val_m, seed=seed)
+        fit = Trainer(config.train, device=config.device).fit(method, masked["train"], masked["val"], seed=seed)
+    return SeedFit(fit, test, masked["test"], realised, memory.figures)
+
+
+def run_seed(config: ExperimentConfig, seed: int) -> dict:
+    """Train and evaluate one seed; a JSON-ready record."""
+    cell = fit_seed(config, seed)
+    fit, test, test_m = cell.fit, cell.test, cell.test_masked
     # metrics, calibration (ECE + reliability bins) and efficiency of one timed test pass
-    figures = cell_figures(fit.model, test_m, test, fit.train_seconds, memory.figures)
+    figures = cell_figures(fit.model, test_m, test, fit.train_seconds, cell.memory)
     record = {
         "seed": seed,
         **figures,
-        "realised": {"train": train_info, "val": val_info, "test": test_info},
+        "realised": cell.realised,
         "best_epoch": fit.best_epoch,
         "train_seconds": fit.train_seconds,
         "epochs_run": len(fit.history),

@@ -1,9 +1,9 @@
 """Train one (dataset, method, scenario, seed) cell and keep the model and test splits.
 
 The diagnostics (``mlmm explain``, ``mlmm recover``, ``mlmm uncertainty``) need the
-fitted model itself, which ``mlmm.experiment.run_seed`` does not return; this
-builds the same cell from the same pieces (split, scenario, ``Trainer``), so a
-cell here is the cell ``mlmm run`` trains for the same arguments.
+fitted model itself, which ``mlmm.experiment.run_seed`` does not return; both train
+through ``mlmm.experiment.fit_seed``, so a cell here is the cell ``mlmm run`` trains
+for the same arguments.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from typing import Any
 
 from ..data.base import MultimodalDataset
 from ..data.registry import load_dataset
-from ..data.splits import make_splits
-from ..experiment import ExperimentConfig, validate_config
-from ..train.loop import FitResult, FittedModel, TrainConfig, Trainer, build_method
+from ..experiment import ExperimentConfig, fit_seed, validate_config
+from ..train.loop import FitResult, FittedModel, TrainConfig
 
 
 @dataclass
@@ -51,14 +50,7 @@ class CellConfig:
 
 def fit_cell(config: CellConfig, seed: int) -> Cell:
     """Split, mask (train/val/test from the scenario, as ``mlmm run``), train; the fitted cell."""
-    data = load_dataset(config.dataset)
     experiment = config.experiment(seed)
-    validate_config(experiment, data.spec)
-    train, val, test = make_splits(data, config.split, seed)
-    scenario = experiment.scenario()
-    train_m, _ = scenario.apply(train, "train", seed)
-    val_m, _ = scenario.apply(val, "val", seed)
-    test_m, _ = scenario.apply(test, "test", seed)
-    method = build_method(config.method, data.spec, seed=seed, **config.method_params)
-    fit = Trainer(config.train, device=config.device).fit(method, train_m, val_m, seed=seed)
-    return Cell(fit.model, test, test_m, fit, seed, config.rate)
+    validate_config(experiment, load_dataset(config.dataset).spec)
+    seed_fit = fit_seed(experiment, seed)
+    return Cell(seed_fit.fit.model, seed_fit.test, seed_fit.test_masked, seed_fit.fit, seed, config.rate)
