@@ -21,6 +21,16 @@ def kd_per_sample(student_logits: Tensor, teacher_logits: Tensor, temperature: f
     return temperature ** 2 * kl
 
 
+def distill_per_sample(student_logits: Tensor, teacher_logits: Tensor, task_kind: str,
+                       temperature: float = 1.0) -> Tensor:
+    """(B,) distillation loss of a student's outputs towards a (detached) teacher's:
+    ``kd_per_sample`` for classification, the mean squared difference per sample for
+    regression (outputs (B, ...), where a temperature means nothing)."""
+    if task_kind == "classification":
+        return kd_per_sample(student_logits, teacher_logits, temperature)
+    return (student_logits - teacher_logits.detach()).pow(2).flatten(1).mean(dim=1)
+
+
 def masked_mean_of(values: Tensor, keep: Tensor) -> Tensor:
     """Mean of (B,) ``values`` over rows where ``keep`` (B,) bool; 0 when none (never NaN)."""
     zero = torch.zeros((), dtype=values.dtype, device=values.device)

@@ -12,7 +12,7 @@ from ..base import MethodInfo, MissingModalityModel, Output
 from .._parts.fusion_net import MaskedMeanNet
 from .._parts.subpatterns import drop_present
 from ..registry import register_method
-from ._losses import kd_per_sample, masked_mean_of
+from ._losses import distill_per_sample, masked_mean_of
 
 
 @register_method("mean-teacher")
@@ -93,10 +93,6 @@ class MeanTeacher(MissingModalityModel):
         terms = {"task": self.task_loss(output.logits, batch.target)}
         if "teacher_logits" not in output.aux:
             return terms
-        t_logits = output.aux["teacher_logits"]
-        if self.spec.task.kind == "classification":
-            per_sample = kd_per_sample(output.logits, t_logits, 1.0)
-        else:
-            per_sample = (output.logits - t_logits.detach()).pow(2).flatten(1).mean(dim=1)
+        per_sample = distill_per_sample(output.logits, output.aux["teacher_logits"], self.spec.task.kind)
         terms["consistency"] = self.consistency_weight * masked_mean_of(per_sample, output.aux["dropped"])
         return terms

@@ -12,7 +12,7 @@ from ..base import MethodInfo, MissingModalityModel, Output
 from .._parts.fusion_net import MaskedMeanNet
 from .._parts.subpatterns import drop_present
 from ..registry import register_method
-from ._losses import kd_per_sample
+from ._losses import distill_per_sample
 
 
 @register_method("teacher-student")
@@ -101,11 +101,8 @@ class TeacherStudent(MissingModalityModel):
         terms = {"task": self.task_loss(output.logits, batch.target)}
         if "teacher_logits" not in output.aux:
             return terms
-        t_logits = output.aux["teacher_logits"]
-        if self.spec.task.kind == "classification":
-            kd = kd_per_sample(output.logits, t_logits, self.temperature).mean()
-        else:
-            kd = F.mse_loss(output.logits, t_logits.detach())
+        kd = distill_per_sample(output.logits, output.aux["teacher_logits"], self.spec.task.kind,
+                                self.temperature).mean()
         terms["kd"] = self.kd_weight * kd
         terms["feature"] = self.feature_weight * F.mse_loss(output.aux["student_h"], output.aux["teacher_h"].detach())
         return terms
