@@ -97,6 +97,7 @@ def run(methods: list[str], seeds: tuple[int, ...], params: dict, out: Path,
 def _where(result: dict) -> str:
     """Short name of where a cell ran (cells written before machines were recorded ran here, on 2 cores)."""
     names = result.get("machine") or ["x86_64 cpu, 1 thread(s) of 2 cores"]
+    names = [names] if isinstance(names, str) else names
     return " + ".join(n.split(", ")[-1].replace(" of ", "/") if " cpu, " in n else n for n in names)
 
 
