@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ...data.batch import Batch
 from ..base import mask_column
+from .row_lookup import resize_to_saved
 
 _BANK_BUFFERS = ("bank_mask", "bank_class", "bank_rows")
 
@@ -69,12 +70,8 @@ class TrainingBankMixin:
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
         # The bank's size is data-dependent: resize the buffers to the saved ones before loading.
-        names = [f"bank_x{j}" for j in range(self.spec.n_modalities)] + list(_BANK_BUFFERS)
-        for name in names:
-            saved = state_dict.get(prefix + name)
-            own = self._buffers.get(name)
-            if isinstance(saved, Tensor) and own is not None and saved.shape != own.shape:
-                self._buffers[name] = torch.empty(saved.shape, dtype=own.dtype, device=own.device)
+        resize_to_saved(self, state_dict, prefix,
+                        [f"bank_x{j}" for j in range(self.spec.n_modalities)] + list(_BANK_BUFFERS))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 

@@ -14,6 +14,7 @@ from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
 from .._parts.heads import mlp_head
 from .._parts.pooling import masked_mean
+from .._parts.row_lookup import resize_to_saved
 from ..registry import register_method
 from ..representation.composition import PerModalityEncoders
 from .llm import Router
@@ -239,10 +240,6 @@ class PatternRouter(MissingModalityModel):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
         # The table's size depends on the calibration data: resize the buffers to the saved ones first.
-        for name in ("route_codes", "route_experts"):
-            saved = state_dict.get(prefix + name)
-            own = self._buffers.get(name)
-            if isinstance(saved, Tensor) and own is not None and saved.shape != own.shape:
-                self._buffers[name] = torch.empty(saved.shape, dtype=own.dtype, device=own.device)
+        resize_to_saved(self, state_dict, prefix, ("route_codes", "route_experts"))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
