@@ -9,7 +9,7 @@ the data, so loading resizes the buffers first.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ...data.batch import Batch
 from ..base import mask_column
@@ -54,22 +54,52 @@ class TrainingBankMixin:
             self.bank_class = torch.zeros(rows.numel(), dtype=torch.long, device=device)
         self.bank_mask = mask.clone()
         self.bank_rows = rows.clone()
+        self.__dict__.pop("_bank_cache", None)  # new bank: embeddings of the old one are stale
 
-    def same_rows(self, xs: list[Tensor], mask: Tensor) -> Tensor:
-        """(B, N) True where bank row n equals sample b on every modality b holds.
+    def same_rows(self, xs: list[Tensor], mask: Tensor, rows: Tensor | None = None) -> Tensor:
+        """(B, N') True where bank row n (of ``rows``, all N when None) equals sample b on every
+        modality b holds.
 
         xs: per-modality (B, *shape_j) inputs with masked-out rows zeroed; mask: (B, M).
         Used in training to keep a sample from retrieving its own bank copy.
         """
-        same = torch.ones(mask.shape[0], self.bank_mask.shape[0], dtype=torch.bool, device=mask.device)
+        bank_mask = self.bank_mask if rows is None else self.bank_mask[rows]
+        same = torch.ones(mask.shape[0], bank_mask.shape[0], dtype=torch.bool, device=mask.device)
         for j, (x, bx) in enumerate(zip(xs, self.bank_inputs())):
-            both = mask[:, j].unsqueeze(1) & self.bank_mask[:, j].unsqueeze(0)  # (B, N): rows to compare
+            bx = bx if rows is None else bx[rows]
+            both = mask[:, j].unsqueeze(1) & bank_mask[:, j].unsqueeze(0)  # (B, N'): rows to compare
             same &= ~mask[:, j].unsqueeze(1) | _equal_rows(x.flatten(1), bx.flatten(1), both)
         return same
+
+    def encode_bank(self, encoders: nn.Module, rows: Tensor | None = None) -> Tensor:
+        """(N', M, D) embeddings of bank ``rows`` (all if None) by ``encoders`` (a module taking a
+        ``Batch``, e.g. ``PerModalityEncoders``), in eval mode and without gradient."""
+        xs, mask = self.bank_inputs(), self.bank_mask
+        if rows is not None:
+            xs, mask = [x[rows] for x in xs], mask[rows]
+        was_training = encoders.training
+        encoders.eval()
+        try:
+            with torch.no_grad():
+                return encoders(Batch(dict(zip(self.spec.modality_names, xs)), mask))
+        finally:
+            encoders.train(was_training)
+
+    def cached_bank_embeddings(self, encoders: nn.Module) -> Tensor:
+        """``encode_bank(encoders)`` of the whole bank, recomputed only when an encoder parameter
+        or buffer, or the bank, has changed since (tracked by storage and version counter)."""
+        tensors = [*encoders.parameters(), *encoders.buffers(), *self.bank_inputs(), self.bank_mask]
+        key = tuple((t.device, t.data_ptr(), t._version) for t in tensors)
+        cache = self.__dict__.get("_bank_cache")
+        if cache is None or cache[0] != key:
+            cache = (key, self.encode_bank(encoders))
+            self.__dict__["_bank_cache"] = cache  # plain attribute: not state, not a buffer
+        return cache[1]
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
         # The bank's size is data-dependent: resize the buffers to the saved ones before loading.
+        self.__dict__.pop("_bank_cache", None)
         resize_to_saved(self, state_dict, prefix,
                         [f"bank_x{j}" for j in range(self.spec.n_modalities)] + list(_BANK_BUFFERS))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,

@@ -86,40 +86,16 @@ class M3CareGraph(TrainingBankMixin, MissingModalityModel):
         self.gate = nn.Linear(2 * embed_dim, embed_dim)
         self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
         self.init_bank(bank_size, bank_seed)
-        self._cache: tuple[tuple, Tensor] | None = None
 
     # ------------------------------------------------------------ bank
 
     def prepare(self, train: Batch, standardizer: Standardizer) -> None:
         """Store a seeded subsample (<= ``bank_size`` rows) of the standardised training set as the bank."""
         self.fill_bank(train)
-        self._cache = None
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._cache = None
-        super()._load_from_state_dict(*args, **kwargs)
-
-    def _encode_bank(self, rows: Tensor | None) -> Tensor:
-        """(N', M, D) no-grad, eval-mode embeddings of bank ``rows`` (all rows if None)."""
-        xs = self.bank_inputs()
-        mask = self.bank_mask
-        if rows is not None:
-            xs, mask = [x[rows] for x in xs], mask[rows]
-        was_training = self.encoders.training
-        self.encoders.eval()
-        try:
-            with torch.no_grad():
-                return self.encoders(Batch(dict(zip(self.spec.modality_names, xs)), mask))
-        finally:
-            self.encoders.train(was_training)
 
     def bank_embeddings(self) -> Tensor:
         """(N, M, D) embeddings of the whole bank, cached until an encoder parameter or the bank changes."""
-        tensors = [*self.encoders.parameters(), *self.encoders.buffers(), *self.bank_inputs(), self.bank_mask]
-        key = tuple((t.device, t.data_ptr(), t._version) for t in tensors)
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, self._encode_bank(None))
-        return self._cache[1]
+        return self.cached_bank_embeddings(self.encoders)
 
     def _graph_bank(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor | None]:
         """(bank embeddings (N', M, D), bank mask (N', M), (B, N') rows to exclude or None).
@@ -131,13 +107,10 @@ class M3CareGraph(TrainingBankMixin, MissingModalityModel):
         if not self.training:
             return self.bank_embeddings(), self.bank_mask, None
         rows = torch.randperm(n_bank, device=self.bank_mask.device)[: self.bank_per_step].sort().values
-        bank_mask = self.bank_mask[rows]
-        same = torch.ones(batch.size, rows.numel(), dtype=torch.bool, device=bank_mask.device)
-        for j, (x, bx) in enumerate(zip(batch.inputs.values(), self.bank_inputs())):
-            x = torch.where(mask_column(batch.mask, j, x.dim()), x, torch.zeros((), dtype=x.dtype, device=x.device))
-            equal = (x.flatten(1).unsqueeze(1) == bx[rows].flatten(1).unsqueeze(0)).all(dim=2) & bank_mask[:, j]
-            same &= ~batch.mask[:, j].unsqueeze(1) | equal
-        return self._encode_bank(rows), bank_mask, same
+        xs = [torch.where(mask_column(batch.mask, j, x.dim()), x, torch.zeros((), dtype=x.dtype, device=x.device))
+              for j, x in enumerate(batch.inputs.values())]
+        same = self.same_rows(xs, batch.mask, rows)
+        return self.encode_bank(self.encoders, rows), self.bank_mask[rows], same
 
     # ------------------------------------------------------------ graph
 

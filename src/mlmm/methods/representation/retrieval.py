@@ -87,36 +87,16 @@ class EmbeddingRetrieval(TrainingBankMixin, MissingModalityModel):
         self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
         self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
         self.init_bank(bank_size, bank_seed)
-        self._cache: tuple[tuple, Tensor] | None = None
 
     # ------------------------------------------------------------ bank
 
     def prepare(self, train: Batch, standardizer: Standardizer) -> None:
         """Store a seeded subsample (<= ``bank_size`` rows) of the standardised training set as the bank."""
         self.fill_bank(train)
-        self._cache = None
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._cache = None  # the bank (resized by TrainingBankMixin) and encoders are replaced
-        super()._load_from_state_dict(*args, **kwargs)
 
     def bank_embeddings(self) -> Tensor:
         """(N, M, D) embeddings of the bank under the current encoders (eval mode, no grad, cached)."""
-        tensors = [*self.encoders.parameters(), *self.encoders.buffers(), *self.bank_inputs(), self.bank_mask]
-        key = tuple((t.device, t.data_ptr(), t._version) for t in tensors)
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
-        was_training = self.encoders.training
-        self.encoders.eval()
-        try:
-            with torch.no_grad():
-                names = self.spec.modality_names
-                bank = Batch(dict(zip(names, self.bank_inputs())), self.bank_mask)
-                z = self.encoders(bank)
-        finally:
-            self.encoders.train(was_training)
-        self._cache = (key, z)
-        return z
+        return self.cached_bank_embeddings(self.encoders)
 
     def _same_rows(self, batch: Batch) -> Tensor:
         """(B, N) True where bank row n is sample b itself (see ``TrainingBankMixin.same_rows``)."""
