@@ -69,6 +69,9 @@ def run(methods: list[str], seeds: tuple[int, ...], params: dict, out: Path,
     table's seeds (SEEDS) all have a record. Each seed's record is its own file under
     out/seeds/, so a killed run loses at most the seed in flight, and separate processes
     (or machines) can each run some seeds of the same cell."""
+    unknown = [m for m in methods if m not in METHODS.names()]
+    if unknown:
+        raise SystemExit(f"unknown method(s) {', '.join(unknown)}; see `mlmm methods`")
     (out / "seeds").mkdir(parents=True, exist_ok=True)
     for method in methods:
         for cell in cells:
@@ -77,8 +80,6 @@ def run(methods: list[str], seeds: tuple[int, ...], params: dict, out: Path,
                 continue
             fields = complete_train_fields(method, CELLS[cell])
             config = ExperimentConfig(method=method, seeds=SEEDS, method_params=params, device=device, **fields)
-            if method not in METHODS.names():
-                raise SystemExit(f"unknown method {method!r}")
             for seed in seeds:
                 seed_path = out / "seeds" / f"{method}__{cell}__s{seed}.json"
                 if not seed_path.exists():

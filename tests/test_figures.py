@@ -231,3 +231,15 @@ def test_subset_summaries_worst_subset_and_cell_errors() -> None:
         normalise_cell({"method": "m", "seed": 0, "metrics": {}})
     assert normalise_cell({"dataset": "d", "method": "m", "seed": 0, "metrics": {}, "rate": 0.3})["test_rate"] == 0.3
     assert not math.isnan(area_under_rate_curve([0, 1], [0.5, 0.5]))
+
+
+def test_a_factorised_class_missing_a_part_cannot_be_built() -> None:
+    from mlmm.methods._parts.factorised import FactorisedFusion
+    from mlmm.methods.base import MissingModalityModel
+
+    class EncodeOnly(FactorisedFusion, MissingModalityModel):
+        def encode_modalities(self, batch):
+            return batch.mask
+
+    with pytest.raises(TypeError, match="fuse_embeddings"):
+        EncodeOnly(make_synthetic(n_samples=30, seed=0).spec)

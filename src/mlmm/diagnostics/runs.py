@@ -42,19 +42,20 @@ def explain_runs(config: CellConfig, seeds: Sequence[int], target: str = "predic
                   for n in names}
     out = {"dataset": config.dataset, "method": config.method, "rate": config.rate, "protocol": config.protocol,
            "target": target, "seeds": list(seeds), "modalities": modalities, "per_seed": per_seed}
-    pairs: dict[str, list] = {}
-    for s in per_seed:
-        for p in s.get("top_pairwise", []):
-            pairs.setdefault(p["pair"], []).append(p["interaction"])
-    out["top_pairwise"] = sorted(({"pair": k, "interaction": float(np.mean(v)), "seeds": len(v)}
-                                  for k, v in pairs.items()), key=lambda d: -abs(d["interaction"]))
-    divs: dict[str, list] = {}
-    for s in per_seed:
-        for d in s.get("top_dividends", []):
-            divs.setdefault(d["subset"], []).append(d["dividend"])
-    out["top_dividends"] = sorted(({"subset": k, "dividend": float(np.mean(v)), "seeds": len(v)}
-                                   for k, v in divs.items()), key=lambda d: -abs(d["dividend"]))
+    out["top_pairwise"] = _mean_ranked(per_seed, "top_pairwise", "pair", "interaction")
+    out["top_dividends"] = _mean_ranked(per_seed, "top_dividends", "subset", "dividend")
     return out
+
+
+def _mean_ranked(per_seed: list[dict], list_key: str, name_key: str, value_key: str) -> list[dict]:
+    """Entries {name_key, value_key} of every seed's ``list_key``, averaged per name over the
+    seeds that list it (``seeds``: how many), largest |mean| first."""
+    values: dict[str, list] = {}
+    for s in per_seed:
+        for entry in s.get(list_key, []):
+            values.setdefault(entry[name_key], []).append(entry[value_key])
+    return sorted(({name_key: k, value_key: float(np.mean(v)), "seeds": len(v)} for k, v in values.items()),
+                  key=lambda d: -abs(d[value_key]))
 
 
 def recover_runs(base: CellConfig, methods: Sequence[str], rates: Sequence[float], seeds: Sequence[int],

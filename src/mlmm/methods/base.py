@@ -129,8 +129,9 @@ class MissingModalityModel(nn.Module):
         """Modality name -> what the method recovers for it, for every sample: (B, *shape)
         in input space or (B, D) in embedding space (``info.recovery_space``). Values at
         present slots are whatever the method would compute there (callers compare
-        them with the truth on held-out slots). Only for methods that recover."""
-        raise NotImplementedError(f"{type(self).__name__} recovers nothing (info.recovers_missing is False)")
+        them with the truth on held-out slots). Only for methods that recover (they override
+        it and set ``info.recovers_missing``); on any other method it is a TypeError."""
+        raise TypeError(f"{type(self).__name__} recovers nothing (info.recovers_missing is False)")
 
     def prepare(self, train: Batch, standardizer: Standardizer) -> None:
         """Fit data-dependent buffers on the standardised training set. Default: nothing."""

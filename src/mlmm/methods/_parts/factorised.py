@@ -22,6 +22,8 @@ for something else.
 
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import Tensor
 
@@ -35,7 +37,7 @@ from ..base import Output
 _STACK_BYTES = 2 ** 20
 
 
-class FactorisedFusion:
+class FactorisedFusion(abc.ABC):
     """Mixin: ``forward(batch) = fuse_embeddings(encode_modalities(batch), batch.mask)``.
 
     Contract for the two parts:
@@ -47,12 +49,14 @@ class FactorisedFusion:
       mask narrower than the one ``z`` was encoded under.
     """
 
+    # Abstract: a class that mixes in FactorisedFusion and leaves out either part cannot be built.
+    @abc.abstractmethod
     def encode_modalities(self, batch: Batch) -> Tensor:
-        # Abstract: a class that mixes in FactorisedFusion must define both parts.
-        raise NotImplementedError(f"{type(self).__name__} declares FactorisedFusion but defines no encode_modalities")
+        """(B, M, D) per-modality embeddings."""
 
+    @abc.abstractmethod
     def fuse_embeddings(self, z: Tensor, mask: Tensor) -> Output:
-        raise NotImplementedError(f"{type(self).__name__} declares FactorisedFusion but defines no fuse_embeddings")
+        """z (B, M, D), mask (B, M) -> the method's ``Output``."""
 
     def forward(self, batch: Batch) -> Output:
         return self.fuse_embeddings(self.encode_modalities(batch), batch.mask)
