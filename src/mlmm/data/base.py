@@ -17,6 +17,9 @@ class MultimodalDataset:
     """An in-memory multimodal dataset, validated once at construction.
 
     inputs: modality -> array (N, *shape); NaN is allowed only where ``mask`` is False.
+            Images may be uint8 (kept as uint8, scaled to [0, 1] by the Standardizer);
+            text holds integer token ids (kept as int64) checked against the spec's
+            ``vocab_size``; a text row of nothing but ``pad_id`` counts as missing.
     mask:   (N, M) bool, the *natural* availability (real data arrives incomplete);
             ``None`` means every entry is present.
     target: (N,) integer labels (classification) or (N,)/(N, K) floats (regression).
@@ -49,12 +52,7 @@ class MultimodalDataset:
             if name not in inputs:
                 raise ValueError(f"dataset {spec.name!r}: no array given for modality {name!r}")
         n = len(target)
-        tensors = {}
-        for m in spec.modalities:
-            x = torch.as_tensor(np.asarray(inputs[m.name]) if not isinstance(inputs[m.name], Tensor) else inputs[m.name])
-            if m.kind != "text":
-                x = x.to(torch.float32)
-            tensors[m.name] = x
+        tensors = {m.name: _stored(m, inputs[m.name]) for m in spec.modalities}
         mask_t = torch.ones(n, len(names), dtype=torch.bool) if mask is None else torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask)
         if mask_t.dtype != torch.bool:
             raise ValueError(f"mask must be boolean, got {mask_t.dtype}")
@@ -80,6 +78,7 @@ class MultimodalDataset:
         if not _validated:
             if time_t is not None:
                 tensors, mask_t = apply_time_mask(tensors, mask_t, time_t, spec)
+            mask_t = padding_as_missing(tensors, mask_t, spec)
             # NaN in a masked-out slot is how many real files mark absence: zero it.
             tensors = zero_masked(tensors, mask_t, spec)
             validate_batch(Batch(tensors, mask_t, target_t, time_t), spec)
@@ -139,6 +138,26 @@ class MultimodalDataset:
         batch = self.as_batch().with_time_mask(time_t, self.spec)
         return MultimodalDataset(self.spec, batch.inputs, self.target, batch.mask, splits=self.splits, _validated=True,
                                  time_mask=batch.time_mask)
+
+
+def _stored(m, x: np.ndarray | Tensor) -> Tensor:
+    """How modality ``m`` is kept in memory: token ids int64, uint8 images uint8, the rest float32."""
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+    if m.kind == "text":
+        return x.to(torch.int64) if not x.dtype.is_floating_point and x.dtype != torch.bool else x
+    if m.kind == "image" and x.dtype == torch.uint8:
+        return x
+    return x.to(torch.float32)
+
+
+def padding_as_missing(inputs: Mapping[str, Tensor], mask: Tensor, spec: DatasetSpec) -> Tensor:
+    """``mask`` with every text row made only of ``pad_id`` marked missing (an empty caption
+    carries no information; the mask, not the padding, then says so)."""
+    mask = mask.clone()
+    for j, m in enumerate(spec.modalities):
+        if m.kind == "text":
+            mask[:, j] &= (inputs[m.name] != m.pad_id).any(dim=1)
+    return mask
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,12 @@ Sequence modalities may also carry ``Batch.time_mask[name]``, a (B, T) bool
 mask of observed time steps (rules in ``mlmm.data.timemask``: a modality with
 no observed step counts as missing, unobserved steps hold zeros). It is
 optional (None) and methods that ignore it see the (B, M) mask and zeros.
+
+Storage dtypes per kind: vector and sequence float; image float, or uint8
+(0..255, 4x smaller in memory) which ``float_values`` scales to [0, 1] float32
+where the pipeline first computes with it (the ``Standardizer``), so methods
+only ever see floats; text int64 token ids in [0, vocab_size), ``pad_id``
+marking padding (``ModalitySpec``).
 """
 
 from __future__ import annotations
@@ -88,6 +94,11 @@ def make_batch(spec: DatasetSpec, inputs: Mapping[str, Tensor], mask: Tensor, ta
     return batch
 
 
+def float_values(x: Tensor) -> Tensor:
+    """An image stored as uint8 (0..255) as float32 in [0, 1]; any other tensor unchanged."""
+    return x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x
+
+
 def zero_masked(inputs: Mapping[str, Tensor], mask: Tensor, spec: DatasetSpec) -> dict[str, Tensor]:
     """Copy of ``inputs`` with every masked-out row set to 0 (NaN there is allowed and removed)."""
     out = {}
@@ -134,18 +145,22 @@ def validate_batch(batch: Batch, spec: DatasetSpec, *, allow_empty_samples: bool
             raise ValueError(f"modality {m.name!r}: expected a tensor, got {type(x).__name__}")
         if tuple(x.shape) != (n, *m.shape):
             raise ValueError(f"modality {m.name!r}: expected shape {(n, *m.shape)}, got {tuple(x.shape)}")
+        present = mask[:, j]
+        flat = x.reshape(n, -1)
         if m.kind == "text":
             if x.dtype not in (torch.int64, torch.int32):
                 raise ValueError(f"modality {m.name!r}: text token ids must be int64, got {x.dtype}")
-            continue
-        if not x.dtype.is_floating_point:
-            raise ValueError(f"modality {m.name!r}: expected a floating dtype, got {x.dtype}")
-        present = mask[:, j]
-        flat = x.reshape(n, -1)
-        bad = ~torch.isfinite(flat[present]).all(dim=1)
-        if bad.any():
-            row = int(torch.nonzero(present).flatten()[bad][0])
-            raise ValueError(f"modality {m.name!r}: NaN or inf in a present entry (sample {row})")
+            _check_token_ids(flat[present], torch.nonzero(present).flatten(), m)
+        elif m.kind == "image" and x.dtype == torch.uint8:
+            pass  # 0..255 pixels: always finite
+        elif not x.dtype.is_floating_point:
+            raise ValueError(f"modality {m.name!r}: expected a floating dtype"
+                             f"{' (or uint8)' if m.kind == 'image' else ''}, got {x.dtype}")
+        else:
+            bad = ~torch.isfinite(flat[present]).all(dim=1)
+            if bad.any():
+                row = int(torch.nonzero(present).flatten()[bad][0])
+                raise ValueError(f"modality {m.name!r}: NaN or inf in a present entry (sample {row})")
         leak = (flat[~present] != 0).any(dim=1)
         if leak.any():
             row = int(torch.nonzero(~present).flatten()[leak][0])
@@ -164,6 +179,20 @@ def validate_batch(batch: Batch, spec: DatasetSpec, *, allow_empty_samples: bool
             )
     if batch.target is not None:
         validate_target(batch.target, spec, n)
+
+
+def _check_token_ids(ids: Tensor, rows: Tensor, m) -> None:
+    """Present rows' token ids (K, L) of text modality ``m`` lie in [0, m.vocab_size); the error names
+    the modality, the sample and the offending id."""
+    if ids.numel() == 0:
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or (m.vocab_size is not None and high >= m.vocab_size):
+        value = low if low < 0 else high
+        row = int(rows[(ids == value).any(dim=1)][0])
+        bound = f"[0, vocab_size={m.vocab_size})" if m.vocab_size is not None else "[0, ...) (ids are non-negative)"
+        raise ValueError(f"modality {m.name!r}: token id {value} in sample {row} is outside {bound}; "
+                         "pad with pad_id (not -1) and set vocab_size to the tokenizer's")
 
 
 def _validate_time_mask(batch: Batch, spec: DatasetSpec) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .batch import Batch
+from .batch import Batch, float_values
 from .spec import DatasetSpec
 from .timemask import observed_steps
 
@@ -25,7 +25,9 @@ _STAT_SHAPE = {
 class Standardizer(nn.Module):
     """x -> (x - mean) / std for present entries; masked-out slots stay exactly 0.
 
-    Text modalities (token ids) pass through untouched.
+    Text modalities (token ids) pass through untouched. Images stored as uint8 are
+    scaled to [0, 1] float32 first (``mlmm.data.batch.float_values``), so what comes
+    out is always float.
     """
 
     def __init__(self, spec: DatasetSpec) -> None:
@@ -45,7 +47,7 @@ class Standardizer(nn.Module):
         for j, m in enumerate(self.spec.modalities):
             if m.kind not in _STAT_SHAPE:
                 continue
-            x = batch.inputs[m.name][batch.mask[:, j]].double()
+            x = float_values(batch.inputs[m.name][batch.mask[:, j]]).double()
             if batch.time_mask is not None and m.name in batch.time_mask:
                 # (K observed steps, C) -> (K, 1, C): channel statistics reduce over axes 0 and 1.
                 x = x[batch.time_mask[m.name][batch.mask[:, j]]].unsqueeze(1)
@@ -63,6 +65,7 @@ class Standardizer(nn.Module):
 
     def transform_values(self, name: str, x: Tensor) -> Tensor:
         """Standardise raw values of modality ``name`` regardless of the mask: (B, *shape) -> same."""
+        x = float_values(x)
         if not hasattr(self, f"mean_{name}"):
             return x
         return (x - getattr(self, f"mean_{name}")) / getattr(self, f"std_{name}")
@@ -72,6 +75,7 @@ class Standardizer(nn.Module):
         for j, m in enumerate(self.spec.modalities):
             x = batch.inputs[m.name]
             if m.kind in _STAT_SHAPE:
+                x = float_values(x)
                 keep = batch.mask[:, j].reshape(-1, *([1] * len(m.shape)))
                 if batch.time_mask is not None and m.name in batch.time_mask:  # unobserved steps stay 0
                     keep = observed_steps(batch.mask, batch.time_mask, j, m.name, m.shape[0]).unsqueeze(-1)

@@ -18,13 +18,21 @@ class ModalitySpec:
 
     name:  key of the modality in ``Batch.inputs``.
     kind:  ``vector`` (shape (D,)), ``sequence`` (shape (T, C)), ``image``
-           (shape (C, H, W)) or ``text`` (shape (L,) token ids).
+           (shape (C, H, W), channels first; stored as float or uint8, see
+           ``mlmm.data.batch``) or ``text`` (shape (L,) integer token ids).
     shape: per-sample shape, without the batch dimension.
+    vocab_size: text only: token ids lie in [0, vocab_size) (the tokenizer's
+           ``vocab_size``); ``None`` leaves the upper bound unchecked and encoders
+           that need it ask for it.
+    pad_id: text only: the padding id (BERT-style tokenizers: 0). Padding is not
+           read as a token, and a row of padding only counts as missing.
     """
 
     name: str
     kind: str
     shape: tuple[int, ...]
+    vocab_size: int | None = None
+    pad_id: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in MODALITY_KINDS:
@@ -38,6 +46,18 @@ class ModalitySpec:
                 f"positive sizes, got {self.shape}"
             )
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        if self.kind != "text":
+            if self.vocab_size is not None or self.pad_id != 0:
+                raise ValueError(f"modality {self.name!r}: vocab_size and pad_id apply to text modalities only, "
+                                 f"not to a {self.kind}")
+            return
+        if self.vocab_size is not None and int(self.vocab_size) < 2:
+            raise ValueError(f"modality {self.name!r}: vocab_size must be at least 2, got {self.vocab_size}")
+        if int(self.pad_id) < 0 or (self.vocab_size is not None and int(self.pad_id) >= int(self.vocab_size)):
+            raise ValueError(f"modality {self.name!r}: pad_id {self.pad_id} is outside [0, vocab_size="
+                             f"{self.vocab_size})")
+        object.__setattr__(self, "vocab_size", None if self.vocab_size is None else int(self.vocab_size))
+        object.__setattr__(self, "pad_id", int(self.pad_id))
 
     @property
     def size(self) -> int:

@@ -1,12 +1,14 @@
 """Shared last step of every loader: labels, spec inference and the MultimodalDataset.
 
-Loaders turn their format into per-modality float arrays with NaN marking absence
-(or an explicit mask); this module encodes labels, infers ``ModalitySpec`` kinds
-from array ranks and builds the dataset, so every format gets the same checks.
+Loaders turn their format into per-modality arrays with NaN marking absence
+(or an explicit mask); this module encodes labels, turns each array into its
+kind's storage (stated kinds; inferred only where unambiguous, with a warning)
+and builds the dataset, so every format gets the same checks.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -43,14 +45,67 @@ def encode_labels(raw: np.ndarray, task: str, source: str) -> tuple[np.ndarray, 
     return codes.astype(np.int64), tuple(str(c) for c in classes)
 
 
-def modality_spec(name: str, array: np.ndarray, kind: str | None = None) -> ModalitySpec:
-    """Spec of one modality from its (N, *shape) array: rank 1 -> vector, 2 -> sequence (T, C), 3 -> image."""
+class KindInferredWarning(UserWarning):
+    """A loader chose a modality's kind from its array because none was stated."""
+
+
+def infer_kind(name: str, array: np.ndarray, source: str) -> str:
+    """The kind of an (N, *shape) array whose kind was not stated, warning what was chosen.
+
+    Only unambiguous cases are inferred: float (or bool) arrays by rank — 1 -> vector (D,),
+    2 -> sequence (T, C), 3 -> image (C, H, W) — and uint8 arrays of rank 3 -> image. Other
+    integer arrays are refused: token ids standardised as continuous features silently give a
+    useless model, so their kind must be stated (``text`` for ids, or ``vector`` for counts).
+    """
     shape = tuple(array.shape[1:])
-    if kind is None:
-        if len(shape) not in _KIND_BY_RANK:
-            raise ValueError(f"modality {name!r}: cannot infer a kind from per-sample shape {shape}; pass kinds={{...}}")
-        kind = _KIND_BY_RANK[len(shape)]
-    return ModalitySpec(name, kind, shape)
+    state = f"kinds={{{name!r}: ...}} (CLI: --kind {name}=KIND)"
+    if array.dtype.kind in "iu" and not (array.dtype == np.uint8 and len(shape) == 3):
+        raise ValueError(f"{source}: modality {name!r} holds integers of per-sample shape {shape} and no kind was "
+                         f"stated; integers are never standardised as continuous features by guess. Pass "
+                         f"{state}: 'text' for token ids, 'vector' (or 'sequence' / 'image') for numbers")
+    if len(shape) not in _KIND_BY_RANK:
+        raise ValueError(f"{source}: modality {name!r}: cannot infer a kind from per-sample shape {shape}; pass {state}")
+    kind = _KIND_BY_RANK[len(shape)]
+    hint = {"vector": "", "image": " (channels first: (C, H, W))",
+            "sequence": f" (time steps, channels); if it is a one-channel image pass --kind {name}=image"}[kind]
+    warnings.warn(f"{source}: modality {name!r} of per-sample shape {shape} read as {kind}{hint}; "
+                  f"state it with {state} to silence this", KindInferredWarning, stacklevel=4)
+    return kind
+
+
+def modality_spec(name: str, array: np.ndarray, kind: str | None = None, vocab_size: int | None = None,
+                  pad_id: int | None = None, source: str = "data") -> ModalitySpec:
+    """Spec of one modality from its (N, *shape) array (kind inferred by ``infer_kind`` when not stated)."""
+    kind = kind or infer_kind(name, array, source)
+    if kind != "text" and (vocab_size is not None or pad_id is not None):
+        raise ValueError(f"{source}: vocab_size / pad_id given for modality {name!r}, which is a {kind}, not text")
+    if kind != "text":
+        return ModalitySpec(name, kind, tuple(array.shape[1:]))
+    return ModalitySpec(name, kind, tuple(array.shape[1:]), vocab_size=vocab_size,
+                        pad_id=0 if pad_id is None else pad_id)
+
+
+def as_kind(name: str, array: np.ndarray, kind: str, mask_column: np.ndarray, source: str,
+            pad_id: int | None = None) -> np.ndarray:
+    """``array`` in the storage its kind takes: token ids int64 (NaN rows, already missing in
+    ``mask_column``, become padding), a one-channel (N, H, W) image gets its channel axis
+    (N, 1, H, W), uint8 images stay uint8, everything else float32."""
+    if kind == "text":
+        if array.ndim != 2:
+            raise ValueError(f"{source}: text modality {name!r} must be (N, L) token ids, got shape {array.shape}")
+        if array.dtype.kind == "f":
+            present = array[mask_column]
+            if not np.isfinite(present).all() or not np.array_equal(present, np.round(present)):
+                raise ValueError(f"{source}: text modality {name!r} holds non-integer values; token ids are integers")
+            array = np.where(np.isnan(array), 0 if pad_id is None else pad_id, array)
+        elif array.dtype.kind not in "iu":
+            raise ValueError(f"{source}: text modality {name!r} must hold integer token ids, got {array.dtype}")
+        return array.astype(np.int64)
+    if kind == "image" and array.ndim == 3:
+        array = array[:, None]
+    if kind == "image" and array.dtype == np.uint8:
+        return array
+    return array.astype(np.float32)
 
 
 def nan_mask(arrays: Mapping[str, np.ndarray], source: str, partial: str = "error") -> np.ndarray:
@@ -85,19 +140,41 @@ def normalise_split_names(split: np.ndarray) -> dict[str, np.ndarray]:
 def build_dataset(name: str, arrays: Mapping[str, np.ndarray], target: np.ndarray, mask: np.ndarray,
                   task: str, class_names: Sequence[str] | None, splits: Mapping[str, np.ndarray] | None,
                   kinds: Mapping[str, str] | None = None,
-                  time_mask: Mapping[str, np.ndarray] | None = None) -> MultimodalDataset:
+                  time_mask: Mapping[str, np.ndarray] | None = None,
+                  vocab_size: Mapping[str, int] | None = None,
+                  pad_id: Mapping[str, int] | None = None, source: str | None = None) -> MultimodalDataset:
     """The dataset; ``class_names`` (label i is ``class_names[i]``) is attached as an attribute.
-    ``time_mask``: optional sequence modality -> (N, T) bool observed steps."""
-    kinds = dict(kinds or {})
-    unknown = sorted(set(kinds) - set(arrays))
-    if unknown:
-        raise ValueError(f"kinds names unknown modality {unknown[0]!r}; modalities: {', '.join(arrays)}")
-    mods = tuple(modality_spec(m, a, kinds.get(m)) for m, a in arrays.items())
+
+    kinds:      modality -> ``vector`` / ``sequence`` / ``image`` / ``text``; an unstated kind is
+                inferred only where unambiguous, with a ``KindInferredWarning`` (``infer_kind``).
+    vocab_size: text modality -> vocabulary size (the tokenizer's); unstated, it is the largest
+                id + 1, with a warning. pad_id: text modality -> padding id (default 0).
+    time_mask:  optional sequence modality -> (N, T) bool observed steps.
+    """
+    source = source or f"dataset {name!r}"
+    kinds, vocab_size, pad_id = dict(kinds or {}), dict(vocab_size or {}), dict(pad_id or {})
+    for option, given in (("kinds", kinds), ("vocab_size", vocab_size), ("pad_id", pad_id)):
+        unknown = sorted(set(given) - set(arrays))
+        if unknown:
+            raise ValueError(f"{source}: {option} names unknown modality {unknown[0]!r}; "
+                             f"modalities: {', '.join(arrays)}")
+    mask = np.asarray(mask, dtype=bool)
+    stored, mods = {}, []
+    for j, (m, a) in enumerate(arrays.items()):
+        kind = kinds.get(m) or infer_kind(m, a, source)
+        stored[m] = as_kind(m, np.asarray(a), kind, mask[:, j], source, pad_id.get(m))
+        vocab = vocab_size.get(m)
+        if kind == "text" and vocab is None:
+            vocab = int(max(stored[m][mask[:, j]].max(initial=0), pad_id.get(m, 0))) + 1
+            warnings.warn(f"{source}: text modality {m!r}: vocab_size not given, set to the largest id + 1 = {vocab}; "
+                          "pass the tokenizer's vocab_size so that new data with other words fits",
+                          KindInferredWarning, stacklevel=2)
+        mods.append(modality_spec(m, stored[m], kind, vocab if kind == "text" else None, pad_id.get(m), source))
     if task == "classification":
         task_spec = TaskSpec("classification", n_classes=len(class_names))
     else:
         task_spec = TaskSpec("regression", n_outputs=1 if target.ndim == 1 else int(target.shape[1]))
-    data = MultimodalDataset(DatasetSpec(name, mods, task_spec), arrays, target, mask, splits=splits,
+    data = MultimodalDataset(DatasetSpec(name, tuple(mods), task_spec), stored, target, mask, splits=splits,
                              time_mask=time_mask or None)
     data.class_names = tuple(class_names) if class_names is not None else None
     return data

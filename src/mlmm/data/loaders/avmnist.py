@@ -61,4 +61,5 @@ def load_avmnist(folder: str | Path, scale: bool = True, n_valid: int = N_VALID,
     splits = {"train": np.arange(n_train - n_valid), "valid": np.arange(n_train - n_valid, n_train),
               "test": np.arange(n_train, n_train + n_test)}
     mask = np.ones((n_train + n_test, 2), bool)
-    return build_dataset(name, inputs, target, mask, "classification", tuple(str(c) for c in range(max(k, 2))), splits)
+    return build_dataset(name, inputs, target, mask, "classification", tuple(str(c) for c in range(max(k, 2))), splits,
+                         {"image": "image", "audio": "image"}, source=str(root))

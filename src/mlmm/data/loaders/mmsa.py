@@ -120,4 +120,7 @@ def load_mmsa(path: str | Path, text: str = "text", label: str = "regression", t
     mask = np.stack([np.concatenate(present[m]) for m in inputs], axis=1)
     target, class_names = encode_labels(np.concatenate(targets), label, f"{p} {label}_labels")
     kinds = {"text": "text" if text == "text_bert" else "sequence", "audio": "sequence", "vision": "sequence"}
-    return build_dataset(name or p.stem, inputs, target, mask, label, class_names, splits, kinds)
+    # MMSA's BERT ids come from bert-base tokenizers (uncased: 30,522 ids; chinese: 21,128), both below 30,522.
+    vocab = {"text": max(30522, int(inputs["text"].max()) + 1)} if text == "text_bert" else None
+    return build_dataset(name or p.stem, inputs, target, mask, label, class_names, splits, kinds,
+                         vocab_size=vocab, source=str(p))

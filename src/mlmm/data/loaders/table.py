@@ -78,8 +78,10 @@ def _availability(values: np.ndarray, column: str, source: str) -> np.ndarray:
 
 def load_table(path: str | Path, modalities: Mapping[str, str | Sequence[str]], label: str,
                split: str | None = None, availability: Mapping[str, str] | None = None,
-               task: str = "classification", name: str | None = None, partial: str = "error") -> MultimodalDataset:
-    """A CSV / TSV / Parquet table as a dataset of ``vector`` modalities.
+               task: str = "classification", name: str | None = None, partial: str = "error",
+               kinds: Mapping[str, str] | None = None, vocab_size: Mapping[str, int] | None = None,
+               pad_id: Mapping[str, int] | None = None) -> MultimodalDataset:
+    """A CSV / TSV / Parquet table as a dataset of ``vector`` (or ``text``) modalities.
 
     modalities:   modality -> its columns: a list, ``"c1,c2"`` or ``"prefix:b_"``. Mask column j
                   is the j-th modality of this mapping.
@@ -90,8 +92,13 @@ def load_table(path: str | Path, modalities: Mapping[str, str | Sequence[str]], 
     availability: optional modality -> column of 1/0 (true/false); 0 marks the modality missing
                   even where its cells are filled. Without it, an all-empty group is missing.
     partial:      a present group with some empty cells: ``"error"`` (default) or ``"missing"``.
+    kinds:        modality -> ``"vector"`` (numbers, standardised) or ``"text"`` (columns of token ids,
+                  e.g. ``tok_0 ... tok_15``). Unstated, a group with a float column is a vector; a group
+                  of integer columns only is refused (token ids or counts? say which).
+    vocab_size, pad_id: text modality -> the tokenizer's vocabulary size / padding id (see
+                  ``build_dataset``).
 
-    Returns inputs modality -> (N, D) float32, mask (N, M) bool, target (N,).
+    Returns inputs modality -> (N, D) float32 (text: (N, L) int64), mask (N, M) bool, target (N,).
     """
     import pandas as pd
 
@@ -113,7 +120,15 @@ def load_table(path: str | Path, modalities: Mapping[str, str | Sequence[str]], 
         if bad:
             raise ValueError(f"{source}: column {bad[0]!r} of modality {mod!r} is not numeric "
                              f"(first value {block[bad[0]].dropna().iloc[0]!r})")
-        arrays[mod] = block.to_numpy(dtype=np.float32, copy=True)  # writable: torch warns on read-only arrays
+        values = block.to_numpy(copy=True)  # writable: torch warns on read-only arrays
+        arrays[mod] = values if values.dtype.kind in "iu" else values.astype(np.float32)
+    kinds = dict(kinds or {})
+    for mod, kind in kinds.items():
+        if kind not in ("vector", "text"):
+            raise ValueError(f"{source}: modality {mod!r}: table columns make 'vector' or 'text' modalities, "
+                             f"not {kind!r} (store images or sequences in an .npz)")
+    # A group with a float column is numbers: a vector, as the table format says (no guess).
+    kinds.update({m: "vector" for m, a in arrays.items() if m not in kinds and a.dtype.kind == "f"})
     mask = nan_mask(arrays, source, partial)
     for mod, col in (availability or {}).items():
         if mod not in arrays:
@@ -129,17 +144,26 @@ def load_table(path: str | Path, modalities: Mapping[str, str | Sequence[str]], 
         mask[:, j] &= avail
     target, class_names = encode_labels(df[label].to_numpy(), task, f"{source} column {label!r}")
     splits = normalise_split_names(df[split].to_numpy()) if split else None
-    return build_dataset(name or p.stem, arrays, target, mask, task, class_names, splits)
+    return build_dataset(name or p.stem, arrays, target, mask, task, class_names, splits, kinds,
+                         vocab_size=vocab_size, pad_id=pad_id, source=source)
 
 
 def load_arrays(arrays: Mapping[str, np.ndarray] | str | Path, label: str = "y",
                 modalities: Sequence[str] | None = None, mask: str | np.ndarray | None = None,
                 split: str | None = None, task: str = "classification", name: str = "arrays",
-                kinds: Mapping[str, str] | None = None, partial: str = "error") -> MultimodalDataset:
+                kinds: Mapping[str, str] | None = None, partial: str = "error",
+                vocab_size: Mapping[str, int] | None = None, pad_id: Mapping[str, int] | None = None
+                ) -> MultimodalDataset:
     """NumPy arrays (a dict, or an ``.npz`` path read without pickle) as a dataset.
 
-    arrays:     key -> array with N rows; modality arrays are (N, D) vector, (N, T, C) sequence or
-                (N, C, H, W) image (override with ``kinds``).
+    arrays:     key -> array with N rows; modality arrays are (N, D) vector, (N, T, C) sequence,
+                (N, C, H, W) image (float, or uint8 0..255) or (N, L) text token ids.
+    kinds:      modality -> ``vector`` / ``sequence`` / ``image`` / ``text``. State them: unstated
+                kinds are inferred from float arrays' ranks with a ``KindInferredWarning``, and an
+                integer array (other than a (N, C, H, W) uint8 image) is refused. An ``image`` of
+                shape (N, H, W) gets one channel: (N, 1, H, W).
+    vocab_size, pad_id: text modality -> the tokenizer's vocabulary size and padding id (default
+                0); a text row of padding only is missing. Unstated vocab_size: largest id + 1, warned.
     label:      key of the (N,) target.
     modalities: keys used as modalities, in mask order (default: every key but label, mask, split
                 and ``avail_*``).
@@ -176,7 +200,7 @@ def load_arrays(arrays: Mapping[str, np.ndarray] | str | Path, label: str = "y",
         x = np.asarray(arrays[m])
         if x.dtype.kind not in "fiub":
             raise ValueError(f"{source}: array {m!r} is not numeric ({x.dtype})")
-        inputs[m] = x.astype(np.float32) if not (kinds and kinds.get(m) == "text") else x
+        inputs[m] = x.astype(np.float32) if x.dtype == bool else x  # storage per kind: build_dataset
     avail = nan_mask(inputs, source, partial)
     given = arrays[mask_key] if mask_key else mask
     if given is not None:
@@ -189,4 +213,5 @@ def load_arrays(arrays: Mapping[str, np.ndarray] | str | Path, label: str = "y",
             avail[:, j] &= np.asarray(arrays[f"avail_{m}"]).astype(bool)
     target, class_names = encode_labels(arrays[label], task, f"{source} key {label!r}")
     splits = normalise_split_names(arrays[split_key]) if split_key else None
-    return build_dataset(name, inputs, target, avail, task, class_names, splits, kinds)
+    return build_dataset(name, inputs, target, avail, task, class_names, splits, kinds,
+                         vocab_size=vocab_size, pad_id=pad_id, source=source)
