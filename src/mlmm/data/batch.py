@@ -19,7 +19,7 @@ marking padding (``ModalitySpec``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 import torch
@@ -33,12 +33,20 @@ from .timemask import apply_time_mask, check_time_mask, merge_time_masks, select
 class Batch:
     """inputs: modality -> (B, ...) float tensor, keyed in mask-column order (spec order);
     mask: (B, M) bool; target: (B,) long or (B, K) float;
-    time_mask: optional sequence modality -> (B, T) bool observed steps (see module doc)."""
+    time_mask: optional sequence modality -> (B, T) bool observed steps (see module doc);
+    index: optional (B,) long, each sample's row in the training split ``prepare`` saw (set by
+    the training loop on training batches only, so a method keeping per-row state finds a row
+    in O(1); None elsewhere — never infer it from values);
+    kept: optional (B, M) bool a' ⊆ mask, the loop's modality-dropout draw, set only for a stage
+    whose ``StageControl.modality_dropout`` is "offered" (the batch itself keeps the full mask
+    and the method applies a' where its paper says; None otherwise)."""
 
     inputs: Mapping[str, Tensor]
     mask: Tensor
     target: Tensor | None = None
     time_mask: Mapping[str, Tensor] | None = None
+    index: Tensor | None = None
+    kept: Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -50,6 +58,8 @@ class Batch:
             self.mask.to(device),
             None if self.target is None else self.target.to(device),
             time_mask_to(self.time_mask, device),
+            None if self.index is None else self.index.to(device),
+            None if self.kept is None else self.kept.to(device),
         )
 
     def select(self, index: Tensor) -> "Batch":
@@ -59,7 +69,24 @@ class Batch:
             self.mask[index],
             None if self.target is None else self.target[index],
             select_time_mask(self.time_mask, index),
+            None if self.index is None else self.index[index],
+            None if self.kept is None else self.kept[index],
         )
+
+    def with_index(self, index: Tensor | None) -> "Batch":
+        """Same batch carrying training-row indices ``index`` ((B,) long, or None to drop them)."""
+        if index is not None and tuple(index.shape) != (self.size,):
+            raise ValueError(f"index must have shape ({self.size},), got {tuple(index.shape)}")
+        return replace(self, index=index)
+
+    def with_kept(self, kept: Tensor | None) -> "Batch":
+        """Same batch (full mask) carrying the loop's modality-dropout draw ``kept`` ⊆ mask."""
+        if kept is not None:
+            if kept.shape != self.mask.shape or kept.dtype != torch.bool:
+                raise ValueError(f"kept must be a bool tensor shaped like the mask {tuple(self.mask.shape)}, "
+                                 f"got {kept.dtype} {tuple(kept.shape)}")
+            kept = kept & self.mask
+        return replace(self, kept=kept)
 
     def with_mask(self, mask: Tensor) -> "Batch":
         """Same data under a narrower mask: newly masked rows are zeroed (contract)."""
@@ -70,7 +97,8 @@ class Batch:
         for j, (name, x) in enumerate(self.inputs.items()):
             keep = mask[:, j].reshape(-1, *([1] * (x.dim() - 1)))
             inputs[name] = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
-        return Batch(inputs, mask, self.target, self.time_mask)
+        kept = None if self.kept is None else self.kept & mask
+        return replace(self, inputs=inputs, mask=mask, kept=kept)
 
     def with_time_mask(self, time_mask: Mapping[str, Tensor], spec: DatasetSpec) -> "Batch":
         """Same data with observed steps narrowed to ``time_mask & self.time_mask``
@@ -79,7 +107,8 @@ class Batch:
         check_time_mask(time_mask, spec, self.size)
         merged = merge_time_masks(self.time_mask, time_mask)
         inputs, mask = apply_time_mask(self.inputs, self.mask, merged, spec)
-        return Batch(inputs, mask, self.target, merged)
+        kept = None if self.kept is None else self.kept & mask
+        return replace(self, inputs=inputs, mask=mask, time_mask=merged, kept=kept)
 
 
 def make_batch(spec: DatasetSpec, inputs: Mapping[str, Tensor], mask: Tensor, target: Tensor | None = None,

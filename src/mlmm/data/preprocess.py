@@ -6,6 +6,8 @@ It is an ``nn.Module`` with buffers so it travels with the model in
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor, nn
 
@@ -81,4 +83,4 @@ class Standardizer(nn.Module):
                     keep = observed_steps(batch.mask, batch.time_mask, j, m.name, m.shape[0]).unsqueeze(-1)
                 x = torch.where(keep, self.transform_values(m.name, x), torch.zeros((), dtype=x.dtype, device=x.device))
             inputs[m.name] = x
-        return Batch(inputs, batch.mask, batch.target, batch.time_mask)
+        return dataclasses.replace(batch, inputs=inputs)  # index / kept travel unchanged

@@ -76,6 +76,56 @@ class MethodInfo:
         }
 
 
+DROPOUT_MODES = ("inputs", "off", "offered")
+
+
+@dataclass(frozen=True)
+class StageControl:
+    """What the one training loop must do for one stage of a method (``training_control``).
+
+    Fields left at their defaults leave the decision to the loop's ``TrainConfig``.
+
+    full_batch:  one optimisation step per group per epoch over the whole training split
+                 (CPM-Nets' schedule) instead of mini-batches.
+    groups:      ((parameter-name prefix, steps), ...): alternate optimisation. On every batch
+                 the loop takes ``steps`` steps on the parameters whose name starts with the
+                 prefix, then the next group's, each group with its own optimiser. Every
+                 trainable parameter must fall in exactly one group. Empty: one optimiser over all.
+    epochs:      a fixed number of epochs: no early stopping, the last epoch is kept.
+    min_epochs:  early stopping may select (and start counting patience) only from this epoch on,
+                 for methods whose validation loss has a spurious early minimum.
+    modality_dropout: "inputs" (the loop drops modalities from the batch the method sees),
+                 "off" (never; the method draws its own patterns or the paper uses none), or
+                 "offered" (the batch keeps its full mask and carries the draw in ``batch.kept``,
+                 so the method applies it where its paper does, e.g. to a student but not its teacher).
+    optimizer, lr, weight_decay: the stage's own optimiser ("adam" or "adamw") and settings.
+    """
+
+    full_batch: bool = False
+    groups: tuple[tuple[str, int], ...] = ()
+    epochs: int | None = None
+    min_epochs: int = 1
+    modality_dropout: str = "inputs"
+    optimizer: str | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.modality_dropout not in DROPOUT_MODES:
+            raise ValueError(f"modality_dropout {self.modality_dropout!r} is not one of {DROPOUT_MODES}")
+        if self.optimizer not in (None, "adam", "adamw"):
+            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.min_epochs < 1:
+            raise ValueError(f"min_epochs must be >= 1, got {self.min_epochs}")
+        for prefix, steps in self.groups:
+            if not prefix or steps < 1:
+                raise ValueError(f"each group needs a non-empty prefix and steps >= 1, got ({prefix!r}, {steps})")
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
 @dataclass
 class Output:
     """What ``forward`` returns.
@@ -108,6 +158,10 @@ class MissingModalityModel(nn.Module):
       for choices that need held-out data (e.g. a per-pattern router).
     - ``after_step()`` (optional) runs after every optimiser step, e.g. to
       move an EMA teacher towards the weights just updated. Default: nothing.
+    - ``training_control(stage)`` (optional) declares what the loop must do for a
+      stage (``StageControl``: its own schedule, a minimum epoch before early
+      stopping selects, whether and how modality dropout applies). Default: the
+      loop's ``TrainConfig`` decides everything.
 
     Recovery (methods with ``info.recovers_missing``; used by the recover-or-not
     diagnostics): ``recover(batch)`` returns what the method puts in place of
@@ -149,6 +203,10 @@ class MissingModalityModel(nn.Module):
 
     def after_step(self) -> None:
         """Called by the training loop right after each ``optimiser.step()``. Default: nothing."""
+
+    def training_control(self, stage: str) -> StageControl:
+        """What the loop must do for ``stage`` (see ``StageControl``). Default: the loop decides."""
+        return StageControl()
 
     def task_loss(self, logits: Tensor, target: Tensor) -> Tensor:
         if self.spec.task.kind == "classification":

@@ -3,6 +3,11 @@
 Methods supply ``forward``, ``loss``, ``prepare`` and ``stages``; this loop
 owns optimisation (AdamW), modality dropout, early stopping and model
 selection on the validation split (never the test split), devices and seeds.
+A method may declare per stage what the loop must do for it
+(``MissingModalityModel.training_control`` -> ``StageControl``: full batch,
+alternating parameter groups, fixed epochs, a minimum epoch before selection,
+modality dropout on the inputs / off / offered); the loop carries each training
+sample's row index in ``Batch.index``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from ..data.base import MultimodalDataset
 from ..data.batch import Batch, validate_batch
 from ..data.preprocess import Standardizer
 from ..data.spec import DatasetSpec
-from ..methods.base import MissingModalityModel, Output
+from ..methods.base import MissingModalityModel, Output, StageControl
 from ..methods.registry import METHODS
 from . import distributed
 
@@ -151,6 +156,34 @@ def drop_modalities(mask: Tensor, p: float, generator: torch.Generator) -> Tenso
     return kept
 
 
+def _optimiser_groups(method: MissingModalityModel, control: StageControl,
+                      cfg: TrainConfig) -> list[tuple[list[nn.Parameter], torch.optim.Optimizer, int]]:
+    """[(params, optimiser, steps per batch)] for a stage: one group over every trainable
+    parameter, or the stage's alternating groups (by name prefix; each trainable parameter
+    in exactly one, else a ValueError naming it)."""
+    lr = control.lr if control.lr is not None else cfg.lr
+    weight_decay = control.weight_decay if control.weight_decay is not None else cfg.weight_decay
+    # torch's default implementation: forcing foreach=True measured x1.01 on CPU
+    # (benchmarks/bench_train_step.py), so it is not worth a special case.
+    make = torch.optim.Adam if control.optimizer == "adam" else torch.optim.AdamW
+    named = [(name, p) for name, p in method.named_parameters() if p.requires_grad]
+    if not control.groups:
+        params = [p for _, p in named]
+        return [(params, make(params, lr=lr, weight_decay=weight_decay), 1)]
+    owners = {name: [prefix for prefix, _ in control.groups if name.startswith(prefix)] for name, _ in named}
+    for name, prefixes in owners.items():
+        if len(prefixes) != 1:
+            raise ValueError(f"{type(method).__name__}: trainable parameter {name!r} falls in "
+                             f"{len(prefixes)} of the stage's parameter groups {[g for g, _ in control.groups]} "
+                             "(it must fall in exactly one)")
+    out = []
+    for prefix, steps in control.groups:
+        params = [p for name, p in named if owners[name][0] == prefix]
+        if params:
+            out.append((params, make(params, lr=lr, weight_decay=weight_decay), steps))
+    return out
+
+
 class Trainer:
     """Trains a method on a (masked) training split with early stopping on the validation split.
 
@@ -178,7 +211,10 @@ class Trainer:
         standardizer = Standardizer(train.spec).fit(train.as_batch())
         model = FittedModel(standardizer, method).to(self.device)
         with torch.no_grad():
+            # Each training sample carries its row index, so methods with per-row state
+            # (a latent per row) find it in O(1) rather than by comparing values.
             train_batch = standardizer(train.as_batch().to(self.device))
+            train_batch = train_batch.with_index(torch.arange(train_batch.size, device=self.device))
             val_batch = standardizer(val.as_batch().to(self.device))
         result = FitResult(model)
         with seeded(seed):
@@ -199,18 +235,18 @@ class Trainer:
     def _run_stage(self, method: MissingModalityModel, stage: str, train: Batch, val: Batch,
                    generator: torch.Generator, result: FitResult, seed: int = 0) -> int:
         cfg = self.config
-        params = [p for p in method.parameters() if p.requires_grad]
-        # torch's default implementation: forcing foreach=True measured x1.01 on CPU
-        # (benchmarks/bench_train_step.py), so it is not worth a special case.
-        optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        control = method.training_control(stage)
+        groups = _optimiser_groups(method, control, cfg)
         best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(method.state_dict())
         n = train.size
-        batch_size = effective_batch_size(n, cfg)
+        batch_size = n if control.full_batch else effective_batch_size(n, cfg)
         # Under torchrun: DDP-wrapped forward, sharded rows, per-rank batch (see distributed.py).
         forward = distributed.wrap(method)
-        if distributed.is_distributed():
+        if distributed.is_distributed() and not control.full_batch:
             batch_size = distributed.per_rank_batch_size(batch_size)
-        for epoch in range(1, cfg.max_epochs + 1):
+        max_epochs = control.epochs if control.epochs is not None else cfg.max_epochs
+        min_epochs = min(control.min_epochs, max_epochs)
+        for epoch in range(1, max_epochs + 1):
             method.train()
             if distributed.is_distributed():
                 order = distributed.shard_order(n, epoch, seed, self.device)
@@ -218,32 +254,48 @@ class Trainer:
                 order = torch.randperm(n, generator=generator, device=self.device)
             total, steps = 0.0, 0
             for i in range(0, len(order), batch_size):
-                batch = train.select(order[i:i + batch_size])
-                if cfg.modality_dropout > 0:
-                    batch = batch.with_mask(drop_modalities(batch.mask, cfg.modality_dropout, generator))
-                output = forward(batch)
-                loss = sum(method.loss(batch, output).values())
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimiser.step()
-                method.after_step()  # e.g. an EMA teacher follows the updated weights
-                total += float(loss.detach())
-                steps += 1
+                batch = self._drop(train.select(order[i:i + batch_size]), control, generator)
+                for params, optimiser, n_steps in groups:
+                    for _ in range(n_steps):
+                        output = forward(batch)
+                        loss = sum(method.loss(batch, output).values())
+                        optimiser.zero_grad(set_to_none=True)
+                        loss.backward()
+                        if cfg.grad_clip:
+                            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                        optimiser.step()
+                        method.after_step()  # e.g. an EMA teacher follows the updated weights
+                        total += float(loss.detach())
+                        steps += 1
             score, val_loss = self._validate(method, val)
             record = {"stage": stage, "epoch": epoch, "train_loss": total / max(steps, 1),
                       "val_loss": val_loss, "val_score": score}
             result.history.append(record)
             if self.on_epoch is not None:
                 self.on_epoch(record)
+            if control.epochs is not None:  # fixed schedule: the last epoch is the model
+                best_epoch = epoch
+                continue
+            if epoch < min_epochs:  # too early to select: nothing kept, no patience used
+                continue
             if score > best_score:
                 best_score, best_epoch = score, epoch
                 best_state = copy.deepcopy(method.state_dict())
-            elif epoch - best_epoch >= cfg.patience:
+            elif epoch - max(best_epoch, min_epochs) >= cfg.patience:
                 break
-        method.load_state_dict(best_state)
+        if control.epochs is None:
+            method.load_state_dict(best_state)
         return best_epoch
+
+    def _drop(self, batch: Batch, control: StageControl, generator: torch.Generator) -> Batch:
+        """The loop's modality dropout as the stage declares it: on the inputs, off, or offered
+        to the method as ``batch.kept`` with the batch's full mask left in place."""
+        p = self.config.modality_dropout
+        if control.modality_dropout == "off":
+            return batch
+        if control.modality_dropout == "offered":
+            return batch.with_kept(drop_modalities(batch.mask, p, generator))
+        return batch.with_mask(drop_modalities(batch.mask, p, generator)) if p > 0 else batch
 
     @torch.no_grad()
     def _validate(self, method: MissingModalityModel, val: Batch) -> tuple[float, float]:
