@@ -33,6 +33,7 @@ published:
     source: Someone et al. 2020
     protocol: entry
     values: [{rate: 0.3, mean: 50.0, std: 1.0}]
+    ours: masked-mean
 """
 
 
@@ -139,6 +140,9 @@ def test_reproduce_prints_ours_beside_the_published_figures(capsys, tmp_path) ->
     assert code == 0, err
     assert "SomePaper" in out and "50.00 ± 1.00" in out and "entry 0.3" in out
     assert "best mlmm" in out and "points" in out
+    # The paper's own method (as mlmm implements it) is marked and compared on its own line.
+    assert "masked-mean (= SomePaper)" in out
+    assert "paper's own method SomePaper: mlmm masked-mean" in out
     code = main(["reproduce", str(spec), "--db", str(db), "--workers", "1", "--set", "seeds=[0]",
                  "--set", "scenarios.0.rates=[0.3]", "--json"])
     payload = json.loads(capsys.readouterr().out)
@@ -162,6 +166,7 @@ def test_reproduce_lists_and_finds_shipped_specs(capsys) -> None:
     (["reproduce", "handwritten_cpm", "--workers", "0"], "workers must be >= 1"),
     (["reproduce", "handwritten_cpm", "--db", "/no/such/folder/r.sqlite"], "does not exist"),
     (["reproduce"], "give an experiment name"),
+    (["reproduce", "handwritten_cpm", "--set", "published.0.ours=no-such"], "published.0.ours"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, monkeypatch, tmp_path, argv: list[str], message: str) -> None:
     monkeypatch.chdir(tmp_path)

@@ -164,6 +164,9 @@ class Published(_Strict):
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
     note: str = ""
     values: list[PublishedPoint] = Field(min_length=1)
+    #: The spec's method entry (its key: label or registry name) that implements this paper's
+    #: own method, so ``mlmm reproduce`` prints that row beside this figure ("does our X reproduce X?").
+    ours: str | None = None
 
 
 class BenchSpec(_Strict):
@@ -242,6 +245,8 @@ class BenchSpec(_Strict):
                 raise ValueError(f"published.{i}.dataset: {pub.dataset!r} is not one of the spec's datasets")
             if pub.protocol not in {s.protocol for s in self.scenarios}:
                 raise ValueError(f"published.{i}.protocol: no scenario of the spec uses {pub.protocol!r}")
+            if pub.ours is not None and pub.ours not in keys:
+                raise ValueError(f"published.{i}.ours: {pub.ours!r} is not one of the spec's methods ({', '.join(keys)})")
         return self
 
     def train_config(self) -> TrainConfig:

@@ -75,7 +75,7 @@ def published_rows(spec: BenchSpec, dataset: str) -> list[dict]:
             text = f"{'~' if p.approx else ''}{p.mean:.2f}" + (f" ± {p.std:.2f}" if p.std is not None else "")
             values[scenario_label(pub.protocol, train_rate, test_rate, params)] = text
         out.append({"method": pub.method, "source": pub.source, "metric": pub.metric, "note": pub.note,
-                    "values": values})
+                    "values": values, "ours": pub.ours})
     return out
 
 
@@ -90,14 +90,29 @@ def comparison_table(spec: BenchSpec, summaries: Sequence[dict], markdown: bool 
         index = {(s["method_label"], s["scenario"]): s for s in rows_of}
         header = ["method", "source"] + scenarios
         rows = []
+        own = {p["ours"]: p["method"] for p in published if p.get("ours")}
         for m in dict.fromkeys(s["method_label"] for s in rows_of):
-            rows.append([m, f"mlmm ({len(rows_of[0]['seeds'])} seeds)"] +
+            # The paper's own method, as mlmm implements it, is marked with the paper's name.
+            name = f"{m} (= {own[m]})" if m in own else m
+            rows.append([name, f"mlmm ({len(rows_of[0]['seeds'])} seeds)"] +
                         [_fmt(index[(m, sc)]["accuracy"], len(index[(m, sc)]["seeds"])) if (m, sc) in index else "-"
                          for sc in scenarios])
         for pub in published:
             rows.append([pub["method"], pub["source"]] + [pub["values"].get(sc, "") for sc in scenarios])
         lines = [f"{dataset}: accuracy % — ours beside the published figures (~ = read off a figure)",
                  format_table(header, rows, markdown=markdown)]
+        for pub in published:
+            if not pub.get("ours") or pub["metric"] != "accuracy":
+                continue
+            for sc in scenarios:
+                mine = index.get((pub["ours"], sc))
+                if mine is None or sc not in pub["values"]:
+                    continue
+                value = float(pub["values"][sc].lstrip("~").split(" ")[0])
+                diff = 100 * mine["accuracy"]["mean"] - value
+                lines.append(f"  {sc}: paper's own method {pub['method']}: mlmm {pub['ours']} "
+                             f"{_fmt(mine['accuracy'], len(mine['seeds']))} vs published {pub['values'][sc]} "
+                             f"({diff:+.2f} points)")
         for sc in scenarios:
             ours = [s for s in rows_of if s["scenario"] == sc]
             theirs = [(float(p["values"][sc].lstrip("~").split(" ")[0]), p["method"]) for p in published
