@@ -131,3 +131,16 @@ def test_mapping_file_takes_kinds_vocab_size_and_pad_id(tmp_path):
                                      "vocab_size: {caption: 64}\npad_id: {caption: 0}\n")
     data = load_data_file(tmp_path / "d.yaml")
     assert data.spec.modality("caption").vocab_size == 64 and data.spec.modality("image").shape == (1, 8, 8)
+
+
+def test_kind_flags_are_parsed_and_checked():
+    from mlmm.data.loaders.user_data import parse_kind_flags
+
+    assert parse_kind_flags(["image=image", " caption = text"]) == {"image": "image", "caption": "text"}
+    assert parse_kind_flags(["caption=30522"], "--vocab-size", int) == {"caption": 30522}
+    with pytest.raises(ValueError, match="kind must be one of vector, sequence, image, text"):
+        parse_kind_flags(["caption=words"])
+    with pytest.raises(ValueError, match="given twice"):
+        parse_kind_flags(["a=text", "a=image"])
+    with pytest.raises(ValueError, match="is not an integer"):
+        parse_kind_flags(["caption=big"], "--vocab-size", int)

@@ -11,6 +11,9 @@ mapping file naming one of them, e.g.::
     split: split            # optional
     availability: {b: b_present}   # optional
     task: classification
+    kinds: {a: vector, b: text}    # optional (else inferred where unambiguous, with a warning)
+    vocab_size: {b: 30522}         # text only: the tokenizer's vocabulary size and padding id
+    pad_id: {b: 0}
 
 ``register_data_file`` registers the loaded data under ``file:<stem>`` so that
 everything that takes a dataset name (``mlmm run``, ``run_experiment``) can use it.
@@ -118,9 +121,33 @@ def parse_modality_flags(items: list[str]) -> dict[str, str]:
     return out
 
 
+def parse_kind_flags(items: list[str], flag: str = "--kind", cast: Any = None) -> dict[str, Any]:
+    """``["image=image", "caption=text"]`` -> ``{"image": "image", "caption": "text"}`` (CLI ``--kind``;
+    ``--vocab-size`` / ``--pad-id`` with ``cast=int``). A kind must be one of ``MODALITY_KINDS``."""
+    from ..spec import MODALITY_KINDS
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key or not value:
+            raise ValueError(f"{flag} expects NAME=VALUE, got {item!r}")
+        if key in out:
+            raise ValueError(f"{flag} {key!r} given twice")
+        if cast is None and value not in MODALITY_KINDS:
+            raise ValueError(f"{flag} {item!r}: the kind must be one of {', '.join(MODALITY_KINDS)}")
+        if cast is not None:
+            try:
+                value = cast(value)
+            except ValueError:
+                raise ValueError(f"{flag} {item!r}: {value!r} is not an integer") from None
+        out[key] = value
+    return out
+
+
 def dataset_from_flags(args: Any) -> str:
     """The dataset name for ``mlmm run``: ``--dataset`` as is, or ``--data-file`` (with ``--modality``,
-    ``--label``, ``--split-column``, ``--task``) registered as ``file:<stem>``."""
+    ``--label``, ``--split-column``, ``--task``, ``--kind``, ``--vocab-size``, ``--pad-id``) registered
+    as ``file:<stem>``; flags override the same keys of a mapping file."""
     if not getattr(args, "data_file", None):
         if not args.dataset:
             raise ValueError("give --dataset NAME (see `mlmm datasets`) or --data-file PATH")
@@ -136,4 +163,8 @@ def dataset_from_flags(args: Any) -> str:
         options["split"] = args.split_column
     if args.task:
         options["task"] = args.task
+    for flag, key, cast in (("--kind", "kinds", None), ("--vocab-size", "vocab_size", int), ("--pad-id", "pad_id", int)):
+        items = getattr(args, key, None) or []
+        if items:
+            options[key] = parse_kind_flags(items, flag, cast)
     return register_data_file(args.data_file, **options)
