@@ -12,24 +12,39 @@ Tables:
   the whole row or nothing. The ``run_seed`` record is stored as JSON, so
   keys added to it later flow through to ``load_cells`` untouched.
 
-One process writes (the bench driver); readers may open the database at any
-time (WAL lets them read while it writes). A second writer waits on SQLite's
-lock (``busy_timeout``) rather than failing.
+- ``claims``: a lease per cell being computed (the claiming driver's id, a
+  heartbeat). Several ``mlmm bench`` drivers on one database split the grid:
+  each claims a cell before running it and skips cells another live driver
+  holds; a lease whose heartbeat is older than its expiry, or whose owner is
+  a dead process on this host, is taken over.
+- ``fits``: one row per finished fit that came back to a driver (stored, or
+  discarded because the cell was already stored), so "every cell trained
+  once" can be checked from the store.
+
+Writers (bench drivers) open the database read-write in WAL mode; readers
+(``load_cells``, ``load_specs``, ``mlmm report``) open it read-only and never
+create a file beside it (see ``ReadOnlyStore``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import sqlite3
+import threading
+import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .grid import Cell
 from .spec import BenchSpec, spec_hash
 
-__all__ = ["ResultStore", "load_cells", "load_specs", "open_store", "utc_now"]
+__all__ = ["NotAResultsDatabase", "ReadOnlyStore", "ResultStore", "load_cells", "load_specs", "open_store",
+           "load_fits", "utc_now", "worker_id"]
 
 SCHEMA_VERSION = 1
 
@@ -85,7 +100,33 @@ CREATE TABLE IF NOT EXISTS cells (
     PRIMARY KEY (spec, config_hash, seed)
 );
 CREATE INDEX IF NOT EXISTS cells_by_method ON cells (spec, dataset, method_label, scenario);
+CREATE TABLE IF NOT EXISTS claims (
+    spec TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    claimed_at TEXT NOT NULL,
+    heartbeat REAL NOT NULL,
+    PRIMARY KEY (spec, config_hash, seed)
+);
+CREATE TABLE IF NOT EXISTS fits (
+    fit_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    spec TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    run_id INTEGER NOT NULL,
+    driver TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    stored INTEGER NOT NULL
+);
 """
+
+#: Tables every mlmm results database has (the tables added later are created by the next writer).
+_REQUIRED_TABLES = ("meta", "specs", "runs", "cells")
+#: A lease not refreshed for this long is taken over by another driver (the owner refreshes every third of it).
+LEASE_SECONDS = 60.0
 
 #: The cell columns ``load_cells`` returns besides the record (JSON columns decoded).
 _KEY_COLUMNS = ("spec", "config_hash", "seed", "dataset", "method", "method_label", "method_params", "protocol",
@@ -105,13 +146,112 @@ def combined_mask_sha256(record: dict) -> str:
     return hashlib.sha256(joined.encode()).hexdigest()
 
 
-class ResultStore:
-    """A benchmark results database at ``path`` (created with its schema if new)."""
+class NotAResultsDatabase(OSError):
+    """The file is not an mlmm results database (empty, not SQLite, corrupt, or without mlmm's tables)."""
+
+
+def worker_id() -> str:
+    """This driver's id in ``claims``: ``host:pid:random`` (host and pid let a driver on the same host
+    see at once that the owner of a lease is dead; the random part tells apart two runs of one process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _owner_alive(worker: str, heartbeat: float, now: float, lease_seconds: float) -> bool:
+    """Whether the driver holding a lease may still be running its cell."""
+    if now - heartbeat > lease_seconds:
+        return False
+    host, _, rest = worker.partition(":")
+    pid = rest.split(":")[0]
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # exists, owned by someone else
+            return True
+    return True
+
+
+class _Reads:
+    """The queries shared by the writer (``ResultStore``) and the reader (``ReadOnlyStore``)."""
+
+    _conn: sqlite3.Connection
+
+    def finished(self, spec: str) -> dict[tuple[str, int], str]:
+        """(config_hash, seed) -> combined mask checksum of every stored cell of ``spec``."""
+        rows = self._conn.execute("SELECT config_hash, seed, mask_sha256 FROM cells WHERE spec=?", (spec,))
+        return {(h, int(s)): m for h, s, m in rows}
+
+    def stored_record(self, spec: str, config_hash: str, seed: int) -> dict | None:
+        row = self._conn.execute("SELECT record FROM cells WHERE spec=? AND config_hash=? AND seed=?",
+                                 (spec, config_hash, seed)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def cells(self, spec: str | None = None) -> list[dict]:
+        """Every stored cell (of ``spec`` if given): key fields merged with the run_seed record."""
+        query = f"SELECT {', '.join(_KEY_COLUMNS)}, record FROM cells"
+        args: tuple = ()
+        if spec is not None:
+            query += " WHERE spec=?"
+            args = (spec,)
+        query += " ORDER BY spec, dataset, scenario, method_label, seed"
+        return [_row_to_cell(row) for row in self._conn.execute(query, args)]
+
+    def specs(self) -> list[dict]:
+        """Every spec run into this store: name, yaml text, overrides, resolved spec, reference, hash."""
+        rows = self._conn.execute(
+            "SELECT spec_hash, name, yaml, overrides, resolved, reference, created_at FROM specs ORDER BY created_at")
+        return [{"spec_hash": h, "name": n, "yaml": y, "overrides": json.loads(o), "resolved": json.loads(r),
+                 "reference": ref, "created_at": t} for h, n, y, o, r, ref, t in rows]
+
+    def runs(self) -> list[dict]:
+        cur = self._conn.execute("SELECT * FROM runs ORDER BY run_id")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur]
+
+    def fits(self, spec: str | None = None) -> list[dict]:
+        """Every fit that came back to a driver (``stored`` False: discarded, the cell was already in).
+        A database written before fits were logged has none."""
+        if not self._has_table("fits"):
+            return []
+        query, args = "SELECT * FROM fits", ()
+        if spec is not None:
+            query, args = query + " WHERE spec=?", (spec,)
+        cur = self._conn.execute(query + " ORDER BY fit_id", args)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur]
+
+    def count(self, spec: str | None = None) -> int:
+        if spec is None:
+            return int(self._conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0])
+        return int(self._conn.execute("SELECT COUNT(*) FROM cells WHERE spec=?", (spec,)).fetchone()[0])
+
+    def _has_table(self, name: str) -> bool:
+        return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                                  (name,)).fetchone() is not None
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+
+class ResultStore(_Reads):
+    """A benchmark results database at ``path``, opened for writing (created with its schema if new)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise OSError(f"results database {str(self.path)!r}: folder {str(self.path.parent)!r} does not exist")
+        if self.path.exists():
+            _check_header(self.path)  # never turn a foreign or corrupt file into a database
+            if self.path.stat().st_size:
+                with ReadOnlyStore(self.path, allow_blank=True):  # refuses an SQLite file without mlmm's tables
+                    pass
         try:
             self._conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -147,15 +287,6 @@ class ResultStore:
     def _transaction(self) -> "ResultStore._Tx":
         return ResultStore._Tx(self._conn)
 
-    def close(self) -> None:
-        self._conn.close()
-
-    def __enter__(self) -> "ResultStore":
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.close()
-
     # ------------------------------------------------------------------ writing
 
     def add_spec(self, spec: BenchSpec, text: str, overrides: list[str] | tuple[str, ...] = ()) -> str:
@@ -180,10 +311,37 @@ class ResultStore:
         with self._transaction() as c:
             c.execute("UPDATE runs SET finished_at=?, cells_run=? WHERE run_id=?", (utc_now(), cells_run, run_id))
 
-    def write_cell(self, cell: Cell, result: dict, spec_digest: str, run_id: int) -> bool:
-        """Store a finished cell in one transaction. ``result`` is what ``execute_cell`` returns
-        (``record``, ``versions``, ``worker``, ``started_at``, ``finished_at``, ``wall_seconds``, ``cpu_seconds``).
-        Returns False (and changes nothing) if the cell was already stored."""
+    def claim(self, cell: Cell, worker: str, run_id: int, lease_seconds: float = LEASE_SECONDS) -> str:
+        """Try to take ``cell`` for ``worker``: ``"claimed"`` (run it), ``"done"`` (already stored)
+        or ``"held"`` (another live driver holds its lease). An expired lease, or one whose owner
+        is a dead process on this host, is taken over."""
+        key = (cell.spec, cell.config_hash, cell.seed)
+        now = time.time()
+        with self._transaction() as c:
+            if c.execute("SELECT 1 FROM cells WHERE spec=? AND config_hash=? AND seed=?", key).fetchone():
+                return "done"
+            row = c.execute("SELECT worker, heartbeat FROM claims WHERE spec=? AND config_hash=? AND seed=?",
+                            key).fetchone()
+            if row is not None and row[0] != worker and _owner_alive(row[0], row[1], now, lease_seconds):
+                return "held"
+            c.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (*key, worker, run_id, utc_now(), now))
+        return "claimed"
+
+    def release(self, worker: str, cell: Cell | None = None) -> None:
+        """Drop ``worker``'s lease on ``cell`` (all its leases if None)."""
+        with self._transaction() as c:
+            if cell is None:
+                c.execute("DELETE FROM claims WHERE worker=?", (worker,))
+            else:
+                c.execute("DELETE FROM claims WHERE spec=? AND config_hash=? AND seed=? AND worker=?",
+                          (cell.spec, cell.config_hash, cell.seed, worker))
+
+    def write_cell(self, cell: Cell, result: dict, spec_digest: str, run_id: int, driver: str = "") -> bool:
+        """Store a finished cell in one transaction (with its ``fits`` row; its lease is dropped).
+        ``result`` is what ``execute_cell`` returns (``record``, ``versions``, ``worker``, ``started_at``,
+        ``finished_at``, ``wall_seconds``, ``cpu_seconds``). Returns False (and stores only the
+        ``fits`` row, marked not stored) if the cell was already stored."""
         record = result["record"]
         row = (cell.spec, cell.config_hash, cell.seed, cell.dataset, cell.method, cell.method_label,
                json.dumps(cell.method_params, sort_keys=True), cell.protocol,
@@ -191,48 +349,131 @@ class ResultStore:
                cell.split, json.dumps(cell.identity()["train"], sort_keys=True), combined_mask_sha256(record),
                json.dumps(record), json.dumps(result["versions"]), spec_digest, run_id, result["worker"],
                result["started_at"], result["finished_at"], result["wall_seconds"], result.get("cpu_seconds"))
+        key = (cell.spec, cell.config_hash, cell.seed)
         with self._transaction() as c:
             cur = c.execute(f"INSERT OR IGNORE INTO cells VALUES ({', '.join('?' * len(row))})", row)
-            return cur.rowcount == 1
+            stored = cur.rowcount == 1
+            c.execute("INSERT INTO fits (spec, config_hash, seed, run_id, driver, worker, finished_at, stored)"
+                      " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*key, run_id, driver, result["worker"],
+                                                          result["finished_at"], int(stored)))
+            c.execute("DELETE FROM claims WHERE spec=? AND config_hash=? AND seed=?", key)
+            return stored
 
-    # ------------------------------------------------------------------ reading
 
-    def finished(self, spec: str) -> dict[tuple[str, int], str]:
-        """(config_hash, seed) -> combined mask checksum of every stored cell of ``spec``."""
-        rows = self._conn.execute("SELECT config_hash, seed, mask_sha256 FROM cells WHERE spec=?", (spec,))
-        return {(h, int(s)): m for h, s, m in rows}
+class Heartbeat:
+    """Refreshes ``worker``'s leases in the database at ``path`` every ``interval`` seconds, from a thread
+    with its own connection (the driver's thread may wait minutes on a cell). A context manager."""
 
-    def stored_record(self, spec: str, config_hash: str, seed: int) -> dict | None:
-        row = self._conn.execute("SELECT record FROM cells WHERE spec=? AND config_hash=? AND seed=?",
-                                 (spec, config_hash, seed)).fetchone()
-        return None if row is None else json.loads(row[0])
+    def __init__(self, path: str | Path, worker: str, interval: float) -> None:
+        self.path, self.worker, self.interval = Path(path), worker, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="mlmm-lease-heartbeat")
 
-    def cells(self, spec: str | None = None) -> list[dict]:
-        """Every stored cell (of ``spec`` if given): key fields merged with the run_seed record."""
-        query = f"SELECT {', '.join(_KEY_COLUMNS)}, record FROM cells"
-        args: tuple = ()
-        if spec is not None:
-            query += " WHERE spec=?"
-            args = (spec,)
-        query += " ORDER BY spec, dataset, scenario, method_label, seed"
-        return [_row_to_cell(row) for row in self._conn.execute(query, args)]
+    def _beat(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    conn.execute("UPDATE claims SET heartbeat=? WHERE worker=?", (time.time(), self.worker))
+                except sqlite3.OperationalError:  # busy for a minute: the next beat tries again
+                    pass
+        finally:
+            conn.close()
 
-    def specs(self) -> list[dict]:
-        """Every spec run into this store: name, yaml text, overrides, resolved spec, reference, hash."""
-        rows = self._conn.execute(
-            "SELECT spec_hash, name, yaml, overrides, resolved, reference, created_at FROM specs ORDER BY created_at")
-        return [{"spec_hash": h, "name": n, "yaml": y, "overrides": json.loads(o), "resolved": json.loads(r),
-                 "reference": ref, "created_at": t} for h, n, y, o, r, ref, t in rows]
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
 
-    def runs(self) -> list[dict]:
-        cur = self._conn.execute("SELECT * FROM runs ORDER BY run_id")
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur]
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join()
 
-    def count(self, spec: str | None = None) -> int:
-        if spec is None:
-            return int(self._conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0])
-        return int(self._conn.execute("SELECT COUNT(*) FROM cells WHERE spec=?", (spec,)).fetchone()[0])
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_header(path: Path) -> None:
+    """Refuse, without opening it with SQLite, a file that cannot be an SQLite database (an empty file may be
+    one just created: the writer checks it; the reader refuses it)."""
+    with open(path, "rb") as f:
+        head = f.read(100)
+    if head and (len(head) < 100 or not head.startswith(_SQLITE_HEADER)):
+        raise NotAResultsDatabase(f"{str(path)!r} is not an mlmm results database (not an SQLite file)")
+
+
+class ReadOnlyStore(_Reads):
+    """A results database opened read-only: no schema, no write lock, no journal change, and no file
+    created beside it.
+
+    With no ``-wal`` file beside it (no writer active, none killed mid-run) it is opened ``immutable``:
+    SQLite then needs no ``-shm`` either, so it reads from a folder it cannot write. With a ``-wal`` file
+    (a writer running, or killed) it is opened ``mode=ro`` and reads the committed transactions of the WAL
+    through the ``-shm`` file the writer made. A file that is not an mlmm database raises
+    ``NotAResultsDatabase`` and is left as it was.
+    """
+
+    def __init__(self, path: str | Path, *, allow_blank: bool = False) -> None:
+        """``allow_blank``: accept an SQLite file with no table at all (a writer killed before its
+        first transaction leaves one); the writer then creates the schema."""
+        self.path = Path(path)
+        if not self.path.exists():
+            raise OSError(f"results database {str(self.path)!r} does not exist")
+        if not self.path.is_file():
+            raise OSError(f"results database {str(self.path)!r} is not a file")
+        _check_header(self.path)
+        if self.path.stat().st_size == 0:
+            raise NotAResultsDatabase(f"{str(self.path)!r} is empty, not an mlmm results database")
+        self.immutable = not _side_file(self.path, "-wal").exists()
+        uri = self.path.resolve().as_uri() + ("?mode=ro&immutable=1" if self.immutable else "?mode=ro")
+        try:
+            self._conn = sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None)
+        except sqlite3.Error as err:
+            raise OSError(f"results database {str(self.path)!r}: {err}") from None
+        try:
+            tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            missing = [t for t in _REQUIRED_TABLES if t not in tables]
+            if allow_blank and not tables:
+                return
+            if missing:
+                raise NotAResultsDatabase(f"{str(self.path)!r} is an SQLite database but not an mlmm results "
+                                          f"database (no table {', '.join(missing)})")
+            row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None or int(row[0]) != SCHEMA_VERSION:
+                raise NotAResultsDatabase(f"results database {str(self.path)!r} has schema version "
+                                          f"{None if row is None else row[0]}; this mlmm reads {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as err:
+            self._conn.close()
+            raise NotAResultsDatabase(f"{str(self.path)!r} is not a readable mlmm results database "
+                                      f"(corrupt or truncated: {err})") from None
+        except NotAResultsDatabase:
+            self._conn.close()
+            raise
+
+
+def _side_file(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _fingerprint(path: Path) -> tuple:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, _side_file(path, "-wal").exists()
+
+
+def _read(path: str | Path, query: Callable[[_Reads], Any]) -> Any:
+    """Run ``query`` on a read-only open of ``path``. An immutable open is only right while nobody writes:
+    if the file changed during the read (a writer started and checkpointed), read again."""
+    p = Path(path)
+    for _ in range(5):
+        before = _fingerprint(p) if p.exists() else None
+        with ReadOnlyStore(p) as store:
+            try:
+                out = query(store)
+            except sqlite3.DatabaseError as err:
+                raise NotAResultsDatabase(f"{str(p)!r} is not a readable mlmm results database "
+                                          f"(corrupt or truncated: {err})") from None
+        if not store.immutable or _fingerprint(p) == before:
+            return out
+    return out
 
 
 def _statements() -> Iterator[str]:
@@ -251,7 +492,7 @@ def _row_to_cell(row: tuple) -> dict:
 
 
 def open_store(path: str | Path) -> ResultStore:
-    """Open (or create) the results database at ``path``."""
+    """Open (or create) the results database at ``path`` for writing."""
     return ResultStore(path)
 
 
@@ -259,16 +500,16 @@ def load_cells(path: str | Path, spec: str | None = None) -> list[dict]:
     """Every finished cell of the database at ``path`` (of one ``spec`` if given), as plain dicts:
     key fields (spec, dataset, method, method_label, method_params, protocol, protocol_params,
     train_rate, test_rate, scenario, split, seed, config_hash, mask_sha256, versions, timestamps)
-    merged with the full ``run_seed`` record (metrics, subsets, realised, train_seconds, ...)."""
-    if not Path(path).exists():
-        raise OSError(f"results database {str(path)!r} does not exist")
-    with ResultStore(path) as store:
-        return store.cells(spec)
+    merged with the full ``run_seed`` record (metrics, subsets, realised, train_seconds, ...).
+    Read-only: the file and its folder are left as they were."""
+    return _read(path, lambda store: store.cells(spec))
 
 
 def load_specs(path: str | Path) -> list[dict]:
-    """Every spec run into the database at ``path`` (name, yaml, overrides, resolved, reference)."""
-    if not Path(path).exists():
-        raise OSError(f"results database {str(path)!r} does not exist")
-    with ResultStore(path) as store:
-        return store.specs()
+    """Every spec run into the database at ``path`` (name, yaml, overrides, resolved, reference). Read-only."""
+    return _read(path, lambda store: store.specs())
+
+
+def load_fits(path: str | Path, spec: str | None = None) -> list[dict]:
+    """Every fit logged in the database at ``path`` (one per fit that came back to a driver). Read-only."""
+    return _read(path, lambda store: store.fits(spec))
