@@ -27,7 +27,10 @@ def spec(*overrides: str):
 @pytest.mark.parametrize("override, message", [
     ("train.max_epoch=3", "t.yaml: train.max_epoch: unknown key"),
     ("train.max_epochs=many", "train.max_epochs: Input should be a valid integer"),
-    ("train.patience=0", "train: patience must be >= 1"),
+    ("train.patience=0", "train: TrainConfig: patience=0 is not allowed"),
+    ("train.grad_clip=-1", "train: TrainConfig: grad_clip=-1.0 is not allowed"),  # was accepted: training climbed
+    ("train.weight_decay=-0.5", "weight_decay=-0.5 is not allowed"),
+    ("train.lr=.inf", "lr=inf is not allowed"),
     ("bogus=1", "t.yaml: bogus: unknown key"),
     ("methods.0.name=nope", "methods.0.name: unknown method 'nope'"),
     ("methods.0.colour=red", "methods.0.colour: unknown key"),

@@ -12,7 +12,8 @@ import torch
 from mlmm.data.datasets import make_synthetic
 from mlmm.data.splits import make_splits
 from mlmm.methods import METHODS
-from mlmm.train.loop import FittedModel, TrainConfig, Trainer, build_method, drop_modalities
+from mlmm.errors import EmptySplitError, InvalidParameterError, TrainingDiverged
+from mlmm.train.loop import FitNeverImproved, FittedModel, TrainConfig, Trainer, build_method, drop_modalities
 
 SMALL = dict(embed_dim=16, hidden=16)
 
@@ -98,19 +99,31 @@ def test_drop_modalities_is_deterministic_per_generator():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(max_epochs=0), "max_epochs must be >= 1"),
-        (dict(batch_size=0), "batch_size must be >= 1"),
-        (dict(patience=0), "patience must be >= 1"),
-        (dict(min_steps_per_epoch=0), "min_steps_per_epoch must be >= 1"),
-        (dict(modality_dropout=1.0), r"modality_dropout must be in \[0, 1\)"),
-        (dict(modality_dropout=-0.1), r"modality_dropout must be in \[0, 1\)"),
-        (dict(lr=0.0), "lr must be > 0"),
-        (dict(lr=-1e-3), "lr must be > 0"),
+        (dict(max_epochs=0), r"max_epochs=0 is not allowed; max_epochs must be an int in \[1,"),
+        (dict(max_epochs="3"), r"max_epochs=str '3' is not allowed"),
+        (dict(batch_size=0), r"batch_size=0 .* an int in \[1,"),
+        (dict(batch_size=2.5), r"batch_size=2.5 .* an int"),
+        (dict(patience=0), r"patience=0 .* an int in \[1,"),
+        (dict(min_steps_per_epoch=0), r"min_steps_per_epoch=0 .* an int in \[1,"),
+        (dict(modality_dropout=1.0), r"modality_dropout must be a finite number in \[0, 1\)"),
+        (dict(modality_dropout=-0.1), r"modality_dropout must be a finite number in \[0, 1\)"),
+        (dict(lr=0.0), r"lr must be a finite number in \(0, inf\)"),
+        (dict(lr=-1e-3), r"lr must be a finite number in \(0, inf\)"),
+        (dict(lr=float("inf")), r"lr=inf is not allowed"),
+        (dict(lr=float("nan")), r"lr=nan is not allowed"),
+        (dict(weight_decay=-0.1), r"weight_decay=-0.1 .* in \[0, inf\)"),
+        (dict(grad_clip=-1.0), r"grad_clip must be None or a finite number in \(0, inf\)"),
+        (dict(grad_clip=0.0), r"grad_clip=0.0 is not allowed"),
+        (dict(select_on="f1"), r"select_on=str 'f1' .* one of 'loss', 'accuracy'"),
     ],
 )
 def test_train_config_validation(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidParameterError, match=message):
         TrainConfig(**kwargs)
+
+
+def test_train_config_accepts_no_grad_clip():
+    assert TrainConfig(grad_clip=None).grad_clip is None
 
 
 # --- Trainer.fit -------------------------------------------------------------
@@ -276,3 +289,51 @@ def test_selection_criterion_picks_the_best_epoch_of_its_own_score(select_on: st
         assert history[best - 1]["val_loss"] == min(h["val_loss"] for h in history)
     else:
         assert history[best - 1]["val_score"] == max(h["val_score"] for h in history)
+
+
+# --- a failed fit is an error, never a result --------------------------------
+
+
+def test_non_finite_training_loss_raises_naming_epoch_stage_and_term(splits):
+    # lr 1e4 drives masked-mean's weights to inf within the first epoch (found: exit 0 at chance).
+    with pytest.raises(TrainingDiverged, match=r"loss term 'task' is non-finite at epoch 1, step \d+ of stage 'main'") as err:
+        _fit(splits, TrainConfig(max_epochs=2, lr=1e4, grad_clip=None, modality_dropout=0.0))
+    assert (err.value.epoch, err.value.stage, err.value.term) == (1, "main", "task")
+
+
+def test_non_finite_validation_loss_raises(splits):
+    train, val, _ = splits
+    bad = val.subset(np.arange(len(val)))
+    first = bad.spec.modality_names[0]
+    bad.inputs[first][:] = float("nan")  # present NaN entries poison the validation forward
+    model = build_method("masked-mean", train.spec, seed=0, **SMALL)
+    with pytest.raises(TrainingDiverged, match=r"validation loss is nan at epoch 0 of stage 'main'"):
+        Trainer(TrainConfig(max_epochs=1)).fit(model, train, bad)
+
+
+@pytest.mark.parametrize("role", ["training", "validation"])
+def test_empty_split_is_refused_before_training(splits, role):
+    train, val, _ = splits
+    empty = train.subset(np.arange(0))
+    args = (empty, val) if role == "training" else (train, empty)
+    model = build_method("masked-mean", train.spec, seed=0, **SMALL)
+    with pytest.raises(EmptySplitError, match=f"the {role} split is empty"):
+        Trainer(TrainConfig(max_epochs=1)).fit(model, *args)
+
+
+def test_a_fit_that_never_improves_is_flagged_and_warned(splits):
+    # lr so small that one epoch cannot beat the initial validation loss by float resolution
+    with pytest.warns(FitNeverImproved, match="stage 'main' never improved on its starting state"):
+        fit = _fit(splits, TrainConfig(max_epochs=1, lr=1e-30, modality_dropout=0.0))
+    assert fit.never_improved == ["main"] and fit.improved == {"main": False}
+
+
+def test_a_normal_fit_is_flagged_improved(splits):
+    fit = _fit(splits, TrainConfig(max_epochs=3, lr=1e-2))
+    assert fit.improved == {"main": True} and fit.never_improved == []
+
+
+@pytest.mark.parametrize("device, message", [("bogus", "not a torch device"), ("meta", "runs on cpu, cuda or mps")])
+def test_trainer_refuses_bad_devices(device, message):
+    with pytest.raises(ValueError, match=message):
+        Trainer(TrainConfig(), device=device)

@@ -26,7 +26,12 @@ from .metrics.figures import cell_figures
 from .metrics.task import summarise_seeds
 from .missing import Scenario, make_protocol
 from .data.base import MultimodalDataset
+from .errors import EmptySplitError, InvalidParameterError
+from .methods.params import check_method_params
+from .methods.registry import METHODS
+from .train.devices import check_device
 from .train.loop import FitResult, TrainConfig, Trainer, build_method
+from .validation import Interval, check_value
 
 METRIC_NAMES = ("accuracy", "macro_f1")
 #: Protocols whose missingness is set by their own parameters, not by a single rate.
@@ -70,15 +75,51 @@ class ExperimentConfig:
         return Scenario(train=train_protocol, val=train_protocol, test=protocol(test_rate))
 
 
+def check_seeds(seeds: object) -> tuple[int, ...]:
+    """``seeds`` as a non-empty tuple of distinct ints; ``InvalidParameterError`` otherwise
+    (repeated seeds would make the spread and interval over duplicates)."""
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (list, tuple, range)):
+        raise InvalidParameterError(f"seeds must be a non-empty list of distinct ints, got {seeds!r}")
+    seeds = tuple(seeds)
+    if not seeds:
+        raise InvalidParameterError("seeds is empty: give at least one seed, e.g. seeds=(0,)")
+    for seed in seeds:
+        check_value("experiment", "seed", seed, [Interval("int", 0, 2**32 - 1)])
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise InvalidParameterError(f"seeds repeat {', '.join(map(str, repeated))}: each seed must appear once")
+    return seeds
+
+
 def validate_config(config: ExperimentConfig, spec) -> None:
-    """Fail before any training if the scenario cannot be drawn for this dataset
-    (a rate above 1 - 1/M, an unknown modality in a subset, a wrong number of rates)."""
+    """Fail before any training if anything of ``config`` is invalid: the seeds, the split kind,
+    the method and its parameters (``InvalidParameterError``), or a scenario that
+    cannot be drawn for this dataset (a rate above 1 - 1/M, an unknown modality in a subset,
+    a wrong number of rates)."""
+    check_seeds(config.seeds)
     if config.split not in SPLIT_KINDS:
         raise ValueError(f"unknown split {config.split!r}; known: {', '.join(SPLIT_KINDS)}")
+    if not isinstance(config.train, TrainConfig):
+        raise InvalidParameterError(f"train must be a TrainConfig, got {type(config.train).__name__}")
+    check_method_params(config.method, METHODS.get(config.method), config.method_params)
     scenario = config.scenario()
     rng = np.random.default_rng(0)
     for role in ("train", "val", "test"):
         scenario.protocol(role).sample(spec.n_modalities, np.zeros(4, dtype=np.int64), rng, spec.modality_names)
+
+
+def check_splits(data: MultimodalDataset, split: str, seed: int):
+    """``make_splits(data, split, seed)``, refusing an empty training, validation or test split
+    with a message that says which and why (before any mask is drawn or model trained)."""
+    parts = make_splits(data, split, seed)
+    for role, part in zip(("training", "validation", "test"), parts):
+        if len(part) == 0:
+            where = ("the validation carve-out" if role == "validation" else f"the {role} split")
+            raise EmptySplitError(
+                f"{where} is empty: {len(data)} rows with --split {split} (seed {seed}) give "
+                f"{len(parts[0])} training / {len(parts[1])} validation / {len(parts[2])} test rows; "
+                "use more data or a file with its own split")
+    return parts
 
 
 @dataclass
@@ -97,7 +138,7 @@ def fit_seed(config: ExperimentConfig, seed: int) -> SeedFit:
     """Split, draw the train / validation / test masks from the scenario, train: the cell that
     ``run_seed`` scores and the diagnostics (``mlmm explain`` / ``recover`` / ``uncertainty``) reuse."""
     data = load_dataset(config.dataset)
-    train, val, test = make_splits(data, config.split, seed)
+    train, val, test = check_splits(data, config.split, seed)
     scenario = config.scenario()
     masked, realised = {}, {}
     for role, part in (("train", train), ("val", val), ("test", test)):
@@ -179,7 +220,10 @@ def summarise(config: ExperimentConfig, records: list[dict]) -> dict:
 def run_experiment(config: ExperimentConfig, on_seed: Callable[[dict], None] | None = None) -> dict:
     """Run every seed of ``config`` and summarise. ``on_seed`` sees each seed's record
     as soon as it exists (the caller can persist it, so a crash loses nothing done)."""
-    validate_config(config, load_dataset(config.dataset).spec)
+    data = load_dataset(config.dataset)
+    validate_config(config, data.spec)
+    check_splits(data, config.split, config.seeds[0])  # an empty split is refused before any training
+    check_device(config.device)  # here, not in validate_config: a grid may be expanded where it will not run
     records = []
     for seed in config.seeds:
         record = run_seed(config, seed)

@@ -21,6 +21,7 @@ from typing import ClassVar, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import InvalidParameterError
 from ..registry import Registry
 from . import functional as F
 
@@ -305,7 +306,14 @@ def make_protocol(name: str, **params) -> MissingnessProtocol:
         raise ValueError(
             f"protocol {name!r} has no parameter {unknown[0]!r}; it takes: {', '.join(accepted) or 'nothing'}"
         )
-    return cls(**params)
+    missing = [p.name for p in _init_parameters(cls) if p.default is inspect.Parameter.empty and p.name not in params]
+    if missing:
+        raise InvalidParameterError(f"protocol {name!r} needs parameter {missing[0]!r} "
+                                    f"({cls.parameter_docs.get(missing[0], 'see `mlmm protocols`')})")
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as err:  # the protocol's own check, named with the protocol
+        raise InvalidParameterError(f"protocol {name!r}: {err}") from None
 
 
 def protocol_infos() -> list[dict]:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable, Iterator
 
 import torch
@@ -26,8 +27,12 @@ from ..data.batch import Batch, validate_batch
 from ..data.preprocess import Standardizer
 from ..data.spec import DatasetSpec
 from ..methods.base import MissingModalityModel, Output, StageControl
+from ..methods.params import check_method_params
 from ..methods.registry import METHODS
+from ..errors import EmptySplitError, TrainingDiverged
+from ..validation import COUNT, NONNEG, POSITIVE, PROBABILITY, Options, validate_params
 from . import distributed
+from .devices import check_device
 
 
 @contextlib.contextmanager
@@ -44,8 +49,12 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 def build_method(name: str, spec: DatasetSpec, seed: int = 0, **params) -> MissingModalityModel:
-    """Instantiate registered method ``name`` for ``spec`` with parameters initialised from ``seed``."""
+    """Instantiate registered method ``name`` for ``spec`` with parameters initialised from ``seed``.
+
+    Every parameter is checked (name, type, range, finite) before anything is built:
+    ``InvalidParameterError`` names the parameter, the value and what is allowed."""
     cls = METHODS.get(name)
+    check_method_params(name, cls, params)
     with seeded(seed):
         return cls(spec, **params)
 
@@ -75,15 +84,21 @@ class TrainConfig:
     grad_clip: float | None = 5.0
 
     def __post_init__(self) -> None:
-        for name in ("max_epochs", "batch_size", "patience", "min_steps_per_epoch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.select_on not in ("accuracy", "loss"):
-            raise ValueError(f"select_on must be 'accuracy' or 'loss', got {self.select_on!r}")
-        if not 0.0 <= self.modality_dropout < 1.0:
-            raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        validate_params("TrainConfig", {f.name: getattr(self, f.name) for f in fields(self)}, TRAIN_CONSTRAINTS)
+
+
+#: What each ``TrainConfig`` field allows (checked in ``__post_init__``, so a config that exists is valid).
+TRAIN_CONSTRAINTS: dict[str, list] = {
+    "max_epochs": [COUNT],
+    "batch_size": [COUNT],
+    "lr": [POSITIVE],
+    "weight_decay": [NONNEG],
+    "patience": [COUNT],
+    "modality_dropout": [PROBABILITY],
+    "min_steps_per_epoch": [COUNT],
+    "select_on": [Options(("loss", "accuracy"))],
+    "grad_clip": [None, POSITIVE],
+}
 
 
 class FittedModel(nn.Module):
@@ -131,6 +146,15 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: dict[str, int] = field(default_factory=dict)
     train_seconds: float = 0.0
+    #: stage -> whether its selected state scored better on validation than the state the
+    #: stage started from (epoch 0). False means the stage's training achieved nothing:
+    #: ``Trainer.fit`` warns (``FitNeverImproved``) and callers can refuse the fit.
+    improved: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def never_improved(self) -> list[str]:
+        """Stages whose training never beat their starting state on validation."""
+        return [stage for stage, ok in self.improved.items() if not ok]
 
 
 def effective_batch_size(n_train: int, config: TrainConfig) -> int:
@@ -184,6 +208,20 @@ def _optimiser_groups(method: MissingModalityModel, control: StageControl,
     return out
 
 
+class FitNeverImproved(UserWarning):
+    """A training stage ended no better on validation than where it started."""
+
+
+def _diverged(terms: dict[str, Tensor], stage: str, epoch: int, step: int) -> None:
+    """Raise ``TrainingDiverged`` naming the first non-finite loss term of a training step."""
+    bad = [name for name, value in terms.items() if not bool(torch.isfinite(value.detach()).all())]
+    term = bad[0] if bad else "total"
+    values = ", ".join(f"{name}={float(value.detach()):.4g}" for name, value in terms.items())
+    raise TrainingDiverged(
+        f"training diverged: loss term {term!r} is non-finite at epoch {epoch}, step {step} of stage {stage!r} "
+        f"({values}); try a lower lr (e.g. --lr) or a smaller grad_clip", epoch=epoch, stage=stage, term=term)
+
+
 class Trainer:
     """Trains a method on a (masked) training split with early stopping on the validation split.
 
@@ -194,7 +232,7 @@ class Trainer:
     def __init__(self, config: TrainConfig | None = None, device: str | torch.device = "cpu",
                  on_epoch: Callable[[dict], None] | None = None) -> None:
         self.config = config or TrainConfig()
-        self.device = torch.device(device)
+        self.device = check_device(device)  # a bogus name or an absent GPU fails here, before any work
         self.on_epoch = on_epoch
 
     def fit(self, method: MissingModalityModel, train: MultimodalDataset, val: MultimodalDataset,
@@ -207,6 +245,10 @@ class Trainer:
                 f"method {getattr(method, 'method_name', type(method).__name__)!r} needs complete training "
                 f"samples, but {n_incomplete} of {len(train)} training samples are incomplete"
             )
+        for role, part in (("training", train), ("validation", val)):
+            if len(part) == 0:
+                raise EmptySplitError(f"the {role} split is empty (0 rows): nothing to "
+                                      f"{'train on' if role == 'training' else 'select the model on'}")
         start = time.perf_counter()
         standardizer = Standardizer(train.spec).fit(train.as_batch())
         model = FittedModel(standardizer, method).to(self.device)
@@ -238,6 +280,7 @@ class Trainer:
         control = method.training_control(stage)
         groups = _optimiser_groups(method, control, cfg)
         best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(method.state_dict())
+        start_score, _ = self._validate(method, val, stage, epoch=0)  # what "improved" is measured against
         n = train.size
         batch_size = n if control.full_batch else effective_batch_size(n, cfg)
         # Under torchrun: DDP-wrapped forward, sharded rows, per-rank batch (see distributed.py).
@@ -258,16 +301,20 @@ class Trainer:
                 for params, optimiser, n_steps in groups:
                     for _ in range(n_steps):
                         output = forward(batch)
-                        loss = sum(method.loss(batch, output).values())
+                        terms = method.loss(batch, output)
+                        loss = sum(terms.values())
+                        step_loss = float(loss.detach())
+                        if not math.isfinite(step_loss):  # refuse before the step spreads NaN into the weights
+                            _diverged(terms, stage, epoch, steps + 1)
                         optimiser.zero_grad(set_to_none=True)
                         loss.backward()
                         if cfg.grad_clip:
                             nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                         optimiser.step()
                         method.after_step()  # e.g. an EMA teacher follows the updated weights
-                        total += float(loss.detach())
+                        total += step_loss
                         steps += 1
-            score, val_loss = self._validate(method, val)
+            score, val_loss = self._validate(method, val, stage, epoch)
             record = {"stage": stage, "epoch": epoch, "train_loss": total / max(steps, 1),
                       "val_loss": val_loss, "val_score": score}
             result.history.append(record)
@@ -285,6 +332,12 @@ class Trainer:
                 break
         if control.epochs is None:
             method.load_state_dict(best_state)
+        result.improved[stage] = best_score > start_score
+        if not result.improved[stage]:
+            warnings.warn(FitNeverImproved(
+                f"stage {stage!r} never improved on its starting state: best validation score {best_score:.4g} "
+                f"(epoch {best_epoch}) vs {start_score:.4g} before training; try another lr or more epochs"),
+                stacklevel=3)
         return best_epoch
 
     def _drop(self, batch: Batch, control: StageControl, generator: torch.Generator) -> Batch:
@@ -298,13 +351,20 @@ class Trainer:
         return batch.with_mask(drop_modalities(batch.mask, p, generator)) if p > 0 else batch
 
     @torch.no_grad()
-    def _validate(self, method: MissingModalityModel, val: Batch) -> tuple[float, float]:
+    def _validate(self, method: MissingModalityModel, val: Batch, stage: str, epoch: int) -> tuple[float, float]:
         """Selection score on the validation split, higher is better: with ``select_on``
         "accuracy", accuracy minus a tiny loss term as a tie-break (classification);
-        otherwise minus the task loss (and always for regression)."""
+        otherwise minus the task loss (and always for regression). A non-finite validation
+        loss raises ``TrainingDiverged``."""
         method.eval()
         output = method(val)
         loss = float(method.task_loss(output.logits, val.target))
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"training diverged: validation loss is {loss} at epoch {epoch} of stage {stage!r}"
+                + (" (before any training step: the initial weights or the data hold non-finite values)"
+                   if epoch == 0 else "; try a lower lr (e.g. --lr) or a smaller grad_clip"),
+                epoch=epoch, stage=stage, term="validation")
         if method.spec.task.kind == "classification" and self.config.select_on == "accuracy":
             accuracy = float((output.logits.argmax(dim=1) == val.target).float().mean())
             return accuracy - 1e-3 * min(loss, 10.0), loss
