@@ -65,6 +65,7 @@ def test_fixed_epochs_run_every_epoch_and_keep_the_last():
     method, result, _ = _fit(StageControl(epochs=7), patience=1)
     assert [r["epoch"] for r in result.history] == list(range(1, 8))
     assert result.best_epoch["main"] == 7
+    assert [r["epoch"] for r in result.history if r["val_loss"] == r["val_loss"]] == [7], "only the last is validated"
     # The model is the last epoch's: its weights are the last step's.
     assert torch.equal(method.first.weight, method.snapshots[-1][0])
 

@@ -91,7 +91,8 @@ class StageControl:
                  the loop takes ``steps`` steps on the parameters whose name starts with the
                  prefix, then the next group's, each group with its own optimiser. Every
                  trainable parameter must fall in exactly one group. Empty: one optimiser over all.
-    epochs:      a fixed number of epochs: no early stopping, the last epoch is kept.
+    epochs:      a fixed number of epochs: no early stopping, the last epoch is kept (and is the
+                 only one validated, as nothing is selected).
     min_epochs:  early stopping may select (and start counting patience) only from this epoch on,
                  for methods whose validation loss has a spurious early minimum.
     modality_dropout: "inputs" (the loop drops modalities from the batch the method sees),
@@ -99,6 +100,7 @@ class StageControl:
                  "offered" (the batch keeps its full mask and carries the draw in ``batch.kept``,
                  so the method applies it where its paper does, e.g. to a student but not its teacher).
     optimizer, lr, weight_decay: the stage's own optimiser ("adam" or "adamw") and settings.
+    grad_clip:   whether the loop's gradient-norm clipping (``TrainConfig.grad_clip``) applies.
     """
 
     full_batch: bool = False
@@ -109,6 +111,7 @@ class StageControl:
     optimizer: str | None = None
     lr: float | None = None
     weight_decay: float | None = None
+    grad_clip: bool = True
 
     def __post_init__(self) -> None:
         if self.modality_dropout not in DROPOUT_MODES:

@@ -308,20 +308,24 @@ class Trainer:
                             _diverged(terms, stage, epoch, steps + 1)
                         optimiser.zero_grad(set_to_none=True)
                         loss.backward()
-                        if cfg.grad_clip:
+                        if cfg.grad_clip and control.grad_clip:
                             nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                         optimiser.step()
                         method.after_step()  # e.g. an EMA teacher follows the updated weights
                         total += step_loss
                         steps += 1
-            score, val_loss = self._validate(method, val, stage, epoch)
+            if control.epochs is not None and epoch < max_epochs:
+                # A fixed schedule selects nothing, so only its last epoch is validated (for the record).
+                score, val_loss = math.nan, math.nan
+            else:
+                score, val_loss = self._validate(method, val, stage, epoch)
             record = {"stage": stage, "epoch": epoch, "train_loss": total / max(steps, 1),
                       "val_loss": val_loss, "val_score": score}
             result.history.append(record)
             if self.on_epoch is not None:
                 self.on_epoch(record)
             if control.epochs is not None:  # fixed schedule: the last epoch is the model
-                best_epoch = epoch
+                best_score, best_epoch = score, epoch
                 continue
             if epoch < min_epochs:  # too early to select: nothing kept, no patience used
                 continue
