@@ -11,6 +11,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from ..safe_yaml import read_text_file
+
 __all__ = ["find_spec", "packaged_specs"]
 
 
@@ -26,8 +28,8 @@ def find_spec(name: str) -> tuple[str, str]:
     else the spec of that name shipped with mlmm. Unknown names list the shipped ones."""
     candidates = [Path(name), Path("experiments") / f"{name}.yaml"]
     for path in candidates:
-        if path.suffix in (".yaml", ".yml") and path.is_file():
-            return path.read_text(), str(path)
+        if path.suffix in (".yaml", ".yml") and path.exists():
+            return read_text_file(path, "spec"), str(path)
     shipped = packaged_specs()
     if name in shipped:
         return shipped[name], f"mlmm/experiments/{name}.yaml"

@@ -32,6 +32,8 @@ from ..data.splits import SPLIT_KINDS
 from ..experiment import RATELESS_PROTOCOLS
 from ..methods import METHODS
 from ..missing import PROTOCOLS
+from ..errors import UnsafeFileError
+from ..safe_yaml import load_yaml, read_text_file
 from ..train.loop import TrainConfig
 
 __all__ = ["BenchSpec", "SpecError", "apply_overrides", "load_spec", "parse_spec", "spec_hash"]
@@ -275,7 +277,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str], source: st
         if not sep or not key.strip():
             raise SpecError(f"{source}: expected KEY=VALUE, got {item!r}")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = load_yaml(text, f"{source} {key.strip()}") if text.strip() else ""
         except yaml.YAMLError:
             value = text
         path = key.strip().split(".")
@@ -302,7 +304,9 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str], source: st
 def parse_spec(text: str, source: str = "<spec>", overrides: Sequence[str] = ()) -> BenchSpec:
     """YAML text (+ ``--set`` overrides) -> validated ``BenchSpec``; errors name ``source`` and the key."""
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text, source)
+    except UnsafeFileError as err:
+        raise SpecError(str(err)) from None
     except yaml.YAMLError as err:
         raise SpecError(f"{source}: not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(raw, dict):
@@ -327,9 +331,11 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> tuple[BenchSpe
     """Read and validate a spec file; returns (spec, the file's text)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_text_file(path, "spec")
     except OSError as err:
         raise SpecError(f"{path}: cannot read the spec ({err.strerror or err})") from None
+    except ValueError as err:  # binary, too large
+        raise SpecError(str(err)) from None
     return parse_spec(text, source=path.name, overrides=overrides), text
 
 

@@ -36,6 +36,8 @@ def encode_labels(raw: np.ndarray, task: str, source: str) -> tuple[np.ndarray, 
         return values, None
     if task != "classification":
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+    if raw.ndim != 1:  # (a 2-D label was read as rows of one class each: "found 1 class")
+        raise ValueError(f"{source}: classification labels must be one per row, shape (N,), got shape {raw.shape}")
     if raw.dtype.kind == "f" and np.isnan(raw).any() or raw.dtype == object and any(v is None or v != v for v in raw):
         bad = [i for i, v in enumerate(raw) if v is None or v != v]
         raise ValueError(f"{source}: {len(bad)} rows have no label (first row {bad[0]})")

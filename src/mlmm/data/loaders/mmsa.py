@@ -26,26 +26,9 @@ import numpy as np
 from ..base import MultimodalDataset
 from ._build import build_dataset, encode_labels
 from ._files import check_known, user_file
+from .safe_pickle import UnsafeFileError, safe_load
 
 SPLITS = ("train", "valid", "test")
-_ALLOWED = {
-    ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("builtins", "set"),
-    ("builtins", "str"), ("builtins", "bytes"), ("builtins", "int"), ("builtins", "float"),
-    ("builtins", "bool"), ("builtins", "complex"), ("builtins", "slice"), ("collections", "OrderedDict"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"), ("codecs", "encode"),
-}
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Resolves only NumPy arrays / dtypes / scalars and builtin containers."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in _ALLOWED or (module in ("numpy", "numpy.dtypes") and name.endswith("DType")):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only NumPy arrays are allowed; "
-                                     "pass trusted=True for a file you trust)")
 
 
 def read_pickle(path: str | Path, trusted: bool = False) -> object:
@@ -54,7 +37,9 @@ def read_pickle(path: str | Path, trusted: bool = False) -> object:
     check_known(p)
     try:
         with open(p, "rb") as f:
-            return pickle.load(f) if trusted else _ArrayUnpickler(f).load()
+            return pickle.load(f) if trusted else safe_load(f)
+    except UnsafeFileError as err:
+        raise UnsafeFileError(f"{p}: {err}") from None
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, ValueError, TypeError) as err:
         raise ValueError(f"{p}: cannot unpickle ({type(err).__name__}: {err}); truncated, corrupt or not a pickle?") from None
 

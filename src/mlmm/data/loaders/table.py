@@ -107,6 +107,8 @@ def load_table(path: str | Path, modalities: Mapping[str, str | Sequence[str]], 
     df = read_table(p)
     source = str(p)
     columns = list(df.columns)
+    if len(df) == 0:
+        raise ValueError(f"{source}: the table has a header ({len(columns)} columns) but no rows")
     for col, role in ((label, "label"), (split, "split")):
         if col is not None and col not in columns:
             raise ValueError(f"{source}: no {role} column {col!r}; columns: {', '.join(map(str, columns))}")
@@ -146,6 +148,19 @@ def load_table(path: str | Path, modalities: Mapping[str, str | Sequence[str]], 
     splits = normalise_split_names(df[split].to_numpy()) if split else None
     return build_dataset(name or p.stem, arrays, target, mask, task, class_names, splits, kinds,
                          vocab_size=vocab_size, pad_id=pad_id, source=source)
+
+
+def _check_rows(arrays: Mapping[str, Any], keys: Sequence[str], source: str) -> None:
+    """Every array in ``keys`` has a first axis, all of one length N (one row per sample)."""
+    rows = {}
+    for key in keys:
+        shape = np.shape(arrays[key])
+        if len(shape) == 0:
+            raise ValueError(f"{source}: array {key!r} is a scalar (shape ()); each array needs one row per sample")
+        rows[key] = shape[0]
+    if len(set(rows.values())) > 1:
+        detail = ", ".join(f"{k!r} has {n}" for k, n in rows.items())
+        raise ValueError(f"{source}: arrays of unequal length (rows: {detail}); each needs one row per sample")
 
 
 def load_arrays(arrays: Mapping[str, np.ndarray] | str | Path, label: str = "y",
@@ -195,6 +210,8 @@ def load_arrays(arrays: Mapping[str, np.ndarray] | str | Path, label: str = "y",
     unknown = [m for m in modalities if m not in arrays]
     if unknown:
         raise ValueError(f"{source}: no array {unknown[0]!r}; keys: {', '.join(arrays)}")
+    _check_rows(arrays, [*modalities, label, *(k for k in (mask_key, split_key) if k),
+                         *(f"avail_{m}" for m in modalities if f"avail_{m}" in arrays)], source)
     inputs = {}
     for m in modalities:
         x = np.asarray(arrays[m])

@@ -39,23 +39,39 @@ _TABLE = (".csv", ".tsv", ".parquet", ".pq")
 def read_mapping(path: Path) -> dict[str, Any]:
     import yaml
 
+    from ...errors import UnsafeFileError
+    from ...safe_yaml import load_yaml, read_text_file
+
+    text = read_text_file(path, "data mapping")  # a folder, a binary or oversized file: named there
     try:
-        text = path.read_text(encoding="utf-8")
-        mapping = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        mapping = json.loads(text) if path.suffix.lower() == ".json" else load_yaml(text, str(path))
+    except UnsafeFileError:
+        raise
     except (OSError, ValueError, yaml.YAMLError) as err:
-        raise ValueError(f"{path}: cannot read the data mapping file: {err}") from None
+        detail = " ".join(str(err).split())
+        raise ValueError(f"{path}: cannot read the data mapping file: {detail}") from None
     if not isinstance(mapping, dict) or "path" not in mapping:
         raise ValueError(f"{path}: a data mapping file is a mapping with at least 'path' (the data file)")
     return mapping
 
 
+#: The `mlmm run` flag that gives a loader option.
+_FLAGS = {"label": "--label COLUMN", "modalities": "--modality NAME=COLS per modality"}
+
+
 def _call(loader, path: Path, options: dict[str, Any]) -> MultimodalDataset:
     """``loader(path, **options)``; an option the format does not take is a clear error (not a TypeError)."""
-    accepted = list(inspect.signature(loader).parameters)[1:]
+    parameters = list(inspect.signature(loader).parameters.values())[1:]
+    accepted = [q.name for q in parameters]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"{path}: option {unknown[0]!r} does not apply to {loader.__name__} "
                          f"(it takes {', '.join(accepted)})")
+    missing = [q.name for q in parameters if q.default is inspect.Parameter.empty and q.name not in options]
+    if missing:
+        flag = _FLAGS.get(missing[0], missing[0])
+        raise ValueError(f"{path}: {loader.__name__} needs {missing[0]!r} (give {flag}, or '{missing[0]}' "
+                         "in a mapping file)")
     return loader(path, **options)
 
 
@@ -67,13 +83,17 @@ def load_data_file(path: str | Path, **options: Any) -> MultimodalDataset:
         if not p.is_file():
             raise FileNotFoundError(f"data mapping file {str(p)!r} does not exist")
         mapping = read_mapping(p)
-        data_path = Path(mapping.pop("path")).expanduser()
+        data_path = Path(str(mapping.pop("path"))).expanduser()
         base = p.parent
+        if data_path.suffix.lower() in (".yaml", ".yml", ".json"):  # (a file naming itself recursed forever)
+            raise ValueError(f"{p}: 'path' names another mapping file ({data_path}); it must name the data file")
         for key in ("test",):  # a .ts test file, relative like the data path
             if key in mapping:
                 mapping[key] = str(Path(mapping[key]) if Path(mapping[key]).is_absolute() else base / mapping[key])
         return load_data_file(data_path if data_path.is_absolute() else base / data_path, **{**mapping, **options})
     if p.is_dir():
+        if suffix in (*_TABLE, ".npz", ".ts", ".pkl", ".pickle"):
+            raise IsADirectoryError(f"{p}: is a folder, not a {suffix} file")
         return _call(load_avmnist, p, options)
     if suffix in _TABLE:
         return _call(load_table, p, options)
