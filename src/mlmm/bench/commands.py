@@ -66,13 +66,18 @@ def _run(args: argparse.Namespace, spec, text: str, overrides: list[str], source
 def _payload(outcome: BenchOutcome, summaries: list[dict]) -> dict:
     return {"spec": outcome.spec.name, "db": str(outcome.db), "run_id": outcome.run_id,
             "cells_total": outcome.cells_total, "cells_run": outcome.cells_run,
-            "cells_skipped": outcome.cells_skipped, "seconds": outcome.seconds, "reference": outcome.spec.reference,
+            "cells_skipped": outcome.cells_skipped, "cells_elsewhere": outcome.cells_elsewhere,
+            "cells_waited": outcome.cells_waited, "worker": outcome.worker, "seconds": outcome.seconds, "reference": outcome.spec.reference,
             "summary": summaries}
 
 
 def _footer(outcome: BenchOutcome) -> str:
+    """What this process did: cells it ran, found already stored, and left to another process on the database."""
+    others = f", {outcome.cells_elsewhere} run by another process" if outcome.cells_elsewhere else ""
+    if outcome.cells_waited:
+        others += f", {outcome.cells_waited} found held by another process's lease"
     return (f"\n{outcome.cells_total} cells: {outcome.cells_run} run, {outcome.cells_skipped} already in "
-            f"{outcome.db} ({outcome.seconds:.0f} s)")
+            f"{outcome.db}{others} ({outcome.seconds:.0f} s)")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
