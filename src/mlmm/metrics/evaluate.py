@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from itertools import combinations
 from typing import Iterator
 
@@ -11,7 +12,7 @@ import torch
 
 from ..data.base import MultimodalDataset
 from ..methods._parts.factorised import is_factorised
-from ..train.loop import FittedModel
+from ..train.loop import FittedModel, UnseenModalityWarning
 from .task import confusion_metrics, task_metrics
 
 
@@ -57,6 +58,7 @@ def evaluate_subsets(model: FittedModel, data: MultimodalDataset, fast: bool | N
     rows = masks.any(dim=2)  # (S, N): samples left with something to evaluate
     evaluated = rows.any(dim=1).nonzero().flatten().tolist()
     masks, rows = masks[evaluated], rows[evaluated]
+    masks = _hide_unseen(model, masks)  # rows left with only unseen modalities are predicted from nothing
     subsets = [all_subsets[i] for i in evaluated]
     indices = [r.nonzero().flatten().numpy() for r in rows]
     with _eval_mode(model):
@@ -73,6 +75,22 @@ def evaluate_subsets(model: FittedModel, data: MultimodalDataset, fast: bool | N
         metrics["n"] = len(index)
         results["+".join(names[j] for j in subset)] = metrics
     return results
+
+
+def _hide_unseen(model: FittedModel, masks: torch.Tensor) -> torch.Tensor:
+    """(S, N, M) subset masks without the modalities the model never saw in training (as
+    ``FittedModel.forward`` does, with its warning), unless the model opts in to them."""
+    seen = getattr(model, "seen_modalities", None)
+    if seen is None or model.use_unseen_modalities or bool(seen.all()):
+        return masks
+    seen = seen.cpu()
+    if bool((masks & ~seen).any()):
+        names = [m for m, s in zip(model.spec.modality_names, seen.tolist()) if not s]
+        warnings.warn(UnseenModalityWarning(
+            f"modalit{'y' if len(names) == 1 else 'ies'} {', '.join(map(repr, names))} never present in the "
+            "training split: treated as missing in every subset (pass use_unseen_modalities=True to use it)"),
+            stacklevel=3)
+    return masks & seen
 
 
 @contextlib.contextmanager

@@ -101,6 +101,10 @@ TRAIN_CONSTRAINTS: dict[str, list] = {
 }
 
 
+class UnseenModalityWarning(UserWarning):
+    """A modality absent from every training row was given at prediction and treated as missing."""
+
+
 class FittedModel(nn.Module):
     """A trained method with the preprocessing it was trained under.
 
@@ -109,17 +113,46 @@ class FittedModel(nn.Module):
     preprocessing travels with the model (``state_dict`` holds both).
     """
 
-    def __init__(self, standardizer: Standardizer, method: MissingModalityModel) -> None:
+    def __init__(self, standardizer: Standardizer, method: MissingModalityModel,
+                 use_unseen_modalities: bool = False) -> None:
         super().__init__()
         self.standardizer = standardizer
         self.method = method
+        #: (M,) bool: modalities present in at least one training row (set by ``Trainer.fit``).
+        #: A modality never seen in training has an untrained encoder and no standardisation
+        #: statistics; it is treated as missing at prediction (with an ``UnseenModalityWarning``)
+        #: unless ``use_unseen_modalities`` is True.
+        self.register_buffer("seen_modalities", torch.ones(method.spec.n_modalities, dtype=torch.bool))
+        self.use_unseen_modalities = use_unseen_modalities
 
     @property
     def spec(self) -> DatasetSpec:
         return self.method.spec
 
     def forward(self, batch: Batch) -> Output:
+        if not self.use_unseen_modalities:
+            batch = self._hide_unseen(batch)
         return self.method(self.standardizer(batch))
+
+    def _hide_unseen(self, batch: Batch) -> Batch:
+        seen = self.seen_modalities
+        if bool(seen.all()):
+            return batch
+        given = (batch.mask & ~seen).any(dim=0)
+        if bool(given.any()):
+            names = [m for m, g in zip(self.spec.modality_names, given.tolist()) if g]
+            warnings.warn(UnseenModalityWarning(
+                f"modalit{'y' if len(names) == 1 else 'ies'} {', '.join(map(repr, names))} never present in the "
+                "training split: treated as missing (its encoder is untrained; pass use_unseen_modalities=True "
+                "to use it anyway)"), stacklevel=3)
+        return batch.with_mask(batch.mask & seen)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        # state saved before seen_modalities existed: every modality counts as seen
+        state_dict.setdefault(prefix + "seen_modalities", torch.ones_like(self.seen_modalities))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     @torch.no_grad()
     def predict_logits(self, data: MultimodalDataset | Batch, batch_size: int = 1024, validate: bool = False) -> Tensor:
@@ -227,11 +260,14 @@ class Trainer:
 
     ``device`` is chosen by the caller; ``on_epoch`` (optional) receives each
     epoch's record, e.g. for a progress bar — the loop itself never prints.
+    ``use_unseen_modalities``: a modality absent from every training row is treated as
+    missing at prediction (warned) unless this is True (see ``FittedModel``).
     """
 
     def __init__(self, config: TrainConfig | None = None, device: str | torch.device = "cpu",
-                 on_epoch: Callable[[dict], None] | None = None) -> None:
+                 on_epoch: Callable[[dict], None] | None = None, use_unseen_modalities: bool = False) -> None:
         self.config = config or TrainConfig()
+        self.use_unseen_modalities = use_unseen_modalities  # see FittedModel
         self.device = check_device(device)  # a bogus name or an absent GPU fails here, before any work
         self.on_epoch = on_epoch
 
@@ -251,13 +287,16 @@ class Trainer:
                                       f"{'train on' if role == 'training' else 'select the model on'}")
         start = time.perf_counter()
         standardizer = Standardizer(train.spec).fit(train.as_batch())
-        model = FittedModel(standardizer, method).to(self.device)
+        model = FittedModel(standardizer, method, use_unseen_modalities=self.use_unseen_modalities).to(self.device)
+        model.seen_modalities.copy_(train.mask.any(dim=0))
         with torch.no_grad():
             # Each training sample carries its row index, so methods with per-row state
             # (a latent per row) find it in O(1) rather than by comparing values.
             train_batch = standardizer(train.as_batch().to(self.device))
             train_batch = train_batch.with_index(torch.arange(train_batch.size, device=self.device))
-            val_batch = standardizer(val.as_batch().to(self.device))
+            # model selection sees what prediction will: unseen modalities hidden unless opted in
+            val_raw = val.as_batch().to(self.device)
+            val_batch = standardizer(val_raw if self.use_unseen_modalities else model._hide_unseen(val_raw))
         result = FitResult(model)
         with seeded(seed):
             generator = torch.Generator(device=self.device).manual_seed(distributed.rank_seed(seed))
