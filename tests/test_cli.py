@@ -138,3 +138,19 @@ def test_demo_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path: P
     # What was finished before the kill was kept, not recomputed.
     for rec in done_before:
         assert rec in records
+
+
+@pytest.mark.slow  # two demos of 8 tiny fits, one through a spawned pool: ~50 s on the loaded machine
+def test_demo_pool_gives_the_in_process_results(tmp_path: Path) -> None:
+    """The demo's fits run in a process pool (one per core); the figures are those of one process."""
+    from mlmm.demo import run_demo
+    from mlmm.train.loop import TrainConfig
+
+    kwargs = dict(dataset="synthetic", rates=(0.0, 0.3), seeds=(0, 1), split="random",
+                  methods=("masked-mean", "zero-fill"), train=TrainConfig(max_epochs=2, patience=2))
+    alone = run_demo(tmp_path / "one", workers=1, **kwargs)
+    pooled = run_demo(tmp_path / "two", workers=2, **kwargs)
+    assert [r["metrics"] for r in pooled.results] == [r["metrics"] for r in alone.results]
+    assert len((tmp_path / "two" / "results.jsonl").read_text().splitlines()) == 8
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        run_demo(tmp_path / "three", workers=0, **kwargs)

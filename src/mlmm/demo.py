@@ -3,14 +3,22 @@
 Each finished (method, rate, seed) fit is appended to ``results.jsonl`` at
 once, so a run that fails or is killed loses nothing already computed, and
 rerunning with the same folder skips the fits that are there.
+
+The fits run in a pool of spawned processes, one per core, one torch thread
+each (as ``mlmm bench`` runs its cells): small models on a CPU gain little
+from more threads but scale with processes. ``workers=1`` runs them in this
+process.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -48,11 +56,60 @@ def _load_done(path: Path) -> dict[tuple, dict]:
     return done
 
 
+def _fit(config: ExperimentConfig, seed: int, threads: int | None = None) -> dict:
+    """One demo cell (in a pool worker, or in this process when ``threads`` is None)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    return run_seed(config, seed)
+
+
+def _run_cells(tasks: list[tuple[ExperimentConfig, int]], workers: int):
+    """Yield (task index, record) as the fits finish: in this process if ``workers`` is 1, else in a pool of
+    ``workers`` spawned processes with one torch thread each. After a fit raises, nothing new starts; the
+    fits in flight finish (and are yielded) and the error is raised."""
+    if workers == 1:
+        for i, (config, seed) in enumerate(tasks):
+            yield i, _fit(config, seed)
+        return
+    from .bench.backends import _init_worker
+
+    todo = iter(enumerate(tasks))
+    running: dict = {}
+    error: BaseException | None = None
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                             initargs=(1, os.getpid())) as pool:
+        while True:
+            while error is None and len(running) < workers:  # at most `workers` in flight: a kill loses no more
+                nxt = next(todo, None)
+                if nxt is None:
+                    break
+                running[pool.submit(_fit, nxt[1][0], nxt[1][1], 1)] = nxt[0]
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                i = running.pop(future)
+                if future.exception() is not None:
+                    error = error or future.exception()
+                else:
+                    yield i, future.result()
+    if error is not None:
+        raise error
+
+
 def run_demo(out_dir: str | Path, dataset: str, rates: Sequence[float], seeds: Sequence[int], split: str,
              methods: Sequence[str], train: TrainConfig, device: str = "cpu", method_params: dict | None = None,
-             progress: Callable | None = None) -> DemoOutput:
-    """Run the grid methods x rates x seeds (entry-rate protocol on train, validation and test)."""
+             progress: Callable | None = None, workers: int | None = None) -> DemoOutput:
+    """Run the grid methods x rates x seeds (entry-rate protocol on train, validation and test).
+
+    ``workers``: fits at once, each in its own process with one torch thread (default: one per core,
+    at most one per pending fit; 1 runs them in this process; on a non-CPU ``device``, 1).
+    """
     start = time.perf_counter()
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "results.jsonl"
@@ -62,30 +119,33 @@ def run_demo(out_dir: str | Path, dataset: str, rates: Sequence[float], seeds: S
                for m in methods for r in rates]
     for c in configs:
         c.scenario()
-    total = len(configs) * len(seeds)
-    bar = progress(total) if progress else None
-    results = []
+    key = json.dumps({"split": split, "train": train.__dict__, "params": dict(method_params or {})}, sort_keys=True)
+    records = {(ci, seed): done[(c.method, c.rate, seed, key)] for ci, c in enumerate(configs) for seed in seeds
+               if (c.method, c.rate, seed, key) in done}
+    pending = [(ci, seed) for ci in range(len(configs)) for seed in seeds if (ci, seed) not in records]
+    if workers is None:
+        from .bench.backends import available_cores
+
+        workers = 1 if device != "cpu" else max(1, min(available_cores(), len(pending)))
+    bar = progress(len(configs) * len(seeds)) if progress else None
+    if bar is not None:
+        bar.update(len(records))
     try:
         with open(log_path, "a") as log:
-            for config in configs:
-                key = json.dumps({"split": split, "train": train.__dict__, "params": config.method_params}, sort_keys=True)
-                records = []
-                for seed in seeds:
-                    if bar is not None:
-                        bar.set_description(f"{config.method} rate {config.rate:g} seed {seed}")
-                    record = done.get((config.method, config.rate, seed, key))
-                    if record is None:
-                        record = {"method": config.method, "rate": config.rate, "config_key": key,
-                                  **run_seed(config, seed)}
-                        log.write(json.dumps(record) + "\n")
-                        log.flush()
-                    records.append(record)
-                    if bar is not None:
-                        bar.update(1)
-                results.append(summarise(config, records))
+            tasks = [(configs[ci], seed) for ci, seed in pending]
+            for i, record in _run_cells(tasks, workers):
+                ci, seed = pending[i]
+                record = {"method": configs[ci].method, "rate": configs[ci].rate, "config_key": key, **record}
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                records[(ci, seed)] = record
+                if bar is not None:
+                    bar.set_description(f"{configs[ci].method} rate {configs[ci].rate:g} seed {seed}")
+                    bar.update(1)
     finally:
         if bar is not None:
             bar.close()
+    results = [summarise(config, [records[(ci, seed)] for seed in seeds]) for ci, config in enumerate(configs)]
     seconds = time.perf_counter() - start
     json_path, csv_path, report_path = out / "results.json", out / "results.csv", out / "report.md"
     json_path.write_text(json.dumps(results, indent=2))
