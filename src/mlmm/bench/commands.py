@@ -11,7 +11,7 @@ import json
 import sys
 
 from .catalog import find_spec, packaged_specs
-from .runner import BenchOutcome, run_bench
+from .runner import BenchOutcome, CellFailed, run_bench
 from .spec import fast_overrides, load_spec, parse_spec
 from .tables import comparison_table, published_rows, summarise_cells, summary_table
 
@@ -68,7 +68,7 @@ def _payload(outcome: BenchOutcome, summaries: list[dict]) -> dict:
             "cells_total": outcome.cells_total, "cells_run": outcome.cells_run,
             "cells_skipped": outcome.cells_skipped, "cells_elsewhere": outcome.cells_elsewhere,
             "cells_waited": outcome.cells_waited, "worker": outcome.worker, "seconds": outcome.seconds, "reference": outcome.spec.reference,
-            "summary": summaries}
+            "summary": summaries, "cells_failed": outcome.failed}
 
 
 def _footer(outcome: BenchOutcome) -> str:
@@ -76,8 +76,17 @@ def _footer(outcome: BenchOutcome) -> str:
     others = f", {outcome.cells_elsewhere} run by another process" if outcome.cells_elsewhere else ""
     if outcome.cells_waited:
         others += f", {outcome.cells_waited} found held by another process's lease"
+    if outcome.failed:
+        others += f", {len(outcome.failed)} failed (recorded as failed, not as results; `mlmm report` lists them)"
     return (f"\n{outcome.cells_total} cells: {outcome.cells_run} run, {outcome.cells_skipped} already in "
             f"{outcome.db}{others} ({outcome.seconds:.0f} s)")
+
+
+def _raise_if_failed(outcome: BenchOutcome) -> None:
+    """After the tables: cells that failed make the command fail (exit 2), naming the first."""
+    if outcome.failed:
+        raise CellFailed(f"{len(outcome.failed)} of {outcome.cells_total} cells failed (recorded in {outcome.db}, "
+                         f"not as results): {outcome.failed[0]}")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -86,9 +95,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
     summaries = summarise_cells(outcome.cells)
     if args.json:
         print(json.dumps(_payload(outcome, summaries), indent=2))
-        return
-    print(summary_table(summaries))
-    print(_footer(outcome))
+    else:
+        print(summary_table(summaries))
+        print(_footer(outcome))
+    _raise_if_failed(outcome)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
@@ -108,7 +118,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         payload = _payload(outcome, summaries)
         payload["published"] = {d: published_rows(spec, d) for d in spec.datasets}
         print(json.dumps(payload, indent=2))
-        return
-    print(f"{spec.name}: {spec.description}\n")
-    print(comparison_table(spec, summaries))
-    print(_footer(outcome))
+    else:
+        print(f"{spec.name}: {spec.description}\n")
+        print(comparison_table(spec, summaries))
+        print(_footer(outcome))
+    _raise_if_failed(outcome)

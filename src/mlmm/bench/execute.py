@@ -17,10 +17,15 @@ import torch
 
 from ..data.registry import load_dataset
 from ..data.splits import make_splits
+from ..errors import EmptySplitError, TrainingDiverged
 from ..experiment import run_seed
 from .grid import Cell
 
-__all__ = ["execute_cell", "mask_checksums", "versions"]
+__all__ = ["CELL_FAILURES", "execute_cell", "mask_checksums", "versions"]
+
+#: Errors that make a cell a failure (recorded in the store's ``failures``, with the reason) rather
+#: than stop the grid: the fit diverged, or the cell's data split is empty.
+CELL_FAILURES = (TrainingDiverged, EmptySplitError)
 
 
 def versions() -> dict[str, str]:
@@ -37,7 +42,8 @@ def execute_cell(payload: dict[str, Any], threads: int | None = None) -> dict[st
     """Run the cell described by ``payload`` (``Cell.to_payload()``) with ``threads`` torch threads.
 
     Returns ``{"record": run_seed's record, "versions", "worker", "started_at", "finished_at",
-    "wall_seconds", "cpu_seconds"}`` (CPU time of this process: the whole cell when it runs one torch thread).
+    "wall_seconds", "cpu_seconds"}`` (CPU time of this process: the whole cell when it runs one torch thread),
+    or, when the cell fails as ``CELL_FAILURES`` say, ``{"failed": "<Type>: reason", "worker", ...}``.
     """
     from .store import utc_now
 
@@ -45,7 +51,11 @@ def execute_cell(payload: dict[str, Any], threads: int | None = None) -> dict[st
         torch.set_num_threads(threads)
     cell = Cell.from_payload(payload)
     started, start, cpu = utc_now(), time.perf_counter(), time.process_time()
-    record = run_seed(cell.config(), cell.seed)
+    try:
+        record = run_seed(cell.config(), cell.seed)
+    except CELL_FAILURES as err:  # the cell's own failure, recorded as such: the grid goes on
+        return {"failed": f"{type(err).__name__}: {err}".splitlines()[0], "worker": f"{socket.gethostname()}:{os.getpid()}",
+                "started_at": started, "finished_at": utc_now(), "wall_seconds": time.perf_counter() - start}
     # CPU seconds beside wall seconds: on a shared machine the wall time says more about the
     # neighbours than about the cell, while CPU time (one torch thread) stays comparable.
     return {"record": record, "versions": versions(), "worker": f"{socket.gethostname()}:{os.getpid()}",

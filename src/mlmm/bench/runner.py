@@ -56,6 +56,7 @@ class BenchOutcome:
     cells_elsewhere: int = 0  # pending at the start, then stored by another driver on the same database
     cells_waited: int = 0  # of those, cells this driver found held by another's lease and waited for
     worker: str = ""  # this driver's id in the store's claims and fits
+    failed: list[str] = field(default_factory=list)  # "cell label: reason" of each cell that failed in this run
 
 
 def verify_masks(cells: list[Cell], store: ResultStore) -> None:
@@ -113,6 +114,7 @@ def run_bench(spec: BenchSpec, db: str | Path, *, spec_text: str = "", overrides
         run_id = store.start_run(spec, digest, runner.name, runner.workers, len(cells), len(finished), versions())
         bar = progress(total=len(cells), initial=len(finished)) if progress else None
         ran, elsewhere, waited, error = 0, 0, set(), None
+        failed: list[str] = []
         try:
             todo = pending
             while todo and error is None:
@@ -134,7 +136,8 @@ def run_bench(spec: BenchSpec, db: str | Path, *, spec_text: str = "", overrides
                             if bar is not None:
                                 bar.update(1)
 
-                ran_now, error = _run_claimed(runner, claim_as_we_go(), claimed, store, digest, run_id, me, bar)
+                ran_now, error = _run_claimed(runner, claim_as_we_go(), claimed, store, digest, run_id, me, bar,
+                                              failed)
                 ran += ran_now
                 waited.update((c.config_hash, c.seed) for c in held)
                 if held and error is None:  # wait until their owner stores them or its lease lapses
@@ -148,14 +151,16 @@ def run_bench(spec: BenchSpec, db: str | Path, *, spec_text: str = "", overrides
         if error:
             raise CellFailed(error)
         stored = {(c["config_hash"], c["seed"]): c for c in store.cells(spec.name)}
-        in_grid_order = [stored[(c.config_hash, c.seed)] for c in cells]  # tables then follow the spec's order
+        # tables then follow the spec's order; failed cells are not results
+        in_grid_order = [stored[(c.config_hash, c.seed)] for c in cells if (c.config_hash, c.seed) in stored]
         return BenchOutcome(spec, Path(db), run_id, len(cells), len(finished), ran, time.perf_counter() - start,
-                            in_grid_order, elsewhere, len(waited), me)
+                            in_grid_order, elsewhere, len(waited), me, failed)
 
 
 def _run_claimed(runner, payloads, claimed: list[Cell], store: ResultStore, digest: str, run_id: int, me: str,
-                 bar) -> tuple[int, str | None]:
-    """Hand the lazily claimed ``payloads`` to ``runner``; store each result as it comes back.
+                 bar, failed: list[str]) -> tuple[int, str | None]:
+    """Hand the lazily claimed ``payloads`` to ``runner``; store each result as it comes back
+    (a failed cell in ``failures``, appended to ``failed`` as "label: reason").
     Returns (cells stored, the first error's message or None)."""
     ran, running, error = 0, set(), None
     for event in runner.run(payloads):
@@ -165,9 +170,13 @@ def _run_claimed(runner, payloads, claimed: list[Cell], store: ResultStore, dige
         elif kind == "done":
             running.discard(i)
             result = event[2]
-            _check_record(claimed[i], result["record"])
-            if store.write_cell(claimed[i], result, digest, run_id, driver=me):
-                ran += 1
+            if "failed" in result:  # a failed fit: recorded with its reason, never as a result
+                store.write_failure(claimed[i], result["failed"], run_id, driver=me)
+                failed.append(f"{claimed[i].label()}: {result['failed']}")
+            else:
+                _check_record(claimed[i], result["record"])
+                if store.write_cell(claimed[i], result, digest, run_id, driver=me):
+                    ran += 1
             if bar is not None:
                 bar.update(1)
         else:

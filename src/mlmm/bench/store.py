@@ -17,6 +17,8 @@ Tables:
   each claims a cell before running it and skips cells another live driver
   holds; a lease whose heartbeat is older than its expiry, or whose owner is
   a dead process on this host, is taken over.
+- ``failures``: one row per cell whose fit failed (training diverged, an empty split): its
+  reason, never a result. A cell stored later (after a fix) hides its failure row.
 - ``fits``: one row per finished fit that came back to a driver (stored, or
   discarded because the cell was already stored), so "every cell trained
   once" can be checked from the store.
@@ -44,7 +46,7 @@ from .grid import Cell
 from .spec import BenchSpec, spec_hash
 
 __all__ = ["NotAResultsDatabase", "ReadOnlyStore", "ResultStore", "load_cells", "load_specs", "open_store",
-           "load_fits", "utc_now", "worker_id"]
+           "load_failures", "load_fits", "utc_now", "worker_id"]
 
 SCHEMA_VERSION = 1
 
@@ -108,6 +110,20 @@ CREATE TABLE IF NOT EXISTS claims (
     run_id INTEGER NOT NULL,
     claimed_at TEXT NOT NULL,
     heartbeat REAL NOT NULL,
+    PRIMARY KEY (spec, config_hash, seed)
+);
+CREATE TABLE IF NOT EXISTS failures (
+    spec TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    dataset TEXT NOT NULL,
+    method_label TEXT NOT NULL,
+    scenario TEXT NOT NULL,
+    label TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    driver TEXT NOT NULL,
+    failed_at TEXT NOT NULL,
     PRIMARY KEY (spec, config_hash, seed)
 );
 CREATE TABLE IF NOT EXISTS fits (
@@ -218,6 +234,20 @@ class _Reads:
         if spec is not None:
             query, args = query + " WHERE spec=?", (spec,)
         cur = self._conn.execute(query + " ORDER BY fit_id", args)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur]
+
+    def failures(self, spec: str | None = None) -> list[dict]:
+        """Cells recorded as failed (and not stored since): spec, config_hash, seed, dataset,
+        method_label, scenario, label, reason, run_id, driver, failed_at. None before failures existed."""
+        if not self._has_table("failures"):
+            return []
+        query = ("SELECT * FROM failures f WHERE NOT EXISTS (SELECT 1 FROM cells c WHERE c.spec=f.spec "
+                 "AND c.config_hash=f.config_hash AND c.seed=f.seed)")
+        args: tuple = ()
+        if spec is not None:
+            query, args = query + " AND f.spec=?", (spec,)
+        cur = self._conn.execute(query + " ORDER BY spec, dataset, scenario, method_label, seed", args)
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur]
 
@@ -358,6 +388,16 @@ class ResultStore(_Reads):
                                                           result["finished_at"], int(stored)))
             c.execute("DELETE FROM claims WHERE spec=? AND config_hash=? AND seed=?", key)
             return stored
+
+
+    def write_failure(self, cell: Cell, reason: str, run_id: int, driver: str = "") -> None:
+        """Record that ``cell`` failed (``reason``: one line), dropping its lease; not a result."""
+        key = (cell.spec, cell.config_hash, cell.seed)
+        with self._transaction() as c:
+            c.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (*key, cell.dataset, cell.method_label, cell.scenario, cell.label(), reason, run_id, driver,
+                       utc_now()))
+            c.execute("DELETE FROM claims WHERE spec=? AND config_hash=? AND seed=?", key)
 
 
 class Heartbeat:
@@ -513,3 +553,8 @@ def load_specs(path: str | Path) -> list[dict]:
 def load_fits(path: str | Path, spec: str | None = None) -> list[dict]:
     """Every fit logged in the database at ``path`` (one per fit that came back to a driver). Read-only."""
     return _read(path, lambda store: store.fits(spec))
+
+
+def load_failures(path: str | Path, spec: str | None = None) -> list[dict]:
+    """Cells recorded as failed in the database at ``path`` and not stored since (see ``failures``). Read-only."""
+    return _read(path, lambda store: store.failures(spec))

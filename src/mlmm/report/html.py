@@ -279,11 +279,13 @@ def _protocols(doc: _Doc, used: set[str]) -> None:
 
 
 def write_report(cells: Sequence[Mapping], out_dir: str | Path, reference: str | Mapping[str, str | None] | None = None,
-                 title: str = "mlmm benchmark report") -> dict[str, Path]:
+                 title: str = "mlmm benchmark report", failures: Sequence[Mapping] = ()) -> dict[str, Path]:
     """Write ``index.html`` and ``report.md`` for ``cells`` into ``out_dir`` (created if needed).
 
     ``reference``: the method every gap is measured against — one name for all specs,
-    or spec name -> method (``load_specs``' ``reference``). Returns {"html", "markdown"} paths.
+    or spec name -> method (``load_specs``' ``reference``). ``failures``: cells recorded as
+    failed (``mlmm.bench.store.load_failures``), listed apart, never as results.
+    Returns {"html", "markdown"} paths.
     """
     if not cells:
         raise ValueError("no cells to report: the results are empty")
@@ -304,6 +306,12 @@ def write_report(cells: Sequence[Mapping], out_dir: str | Path, reference: str |
              + (f"; specs {', '.join(specs)}" if specs else "")
              + (f"; reference method {json.dumps(reference) if not isinstance(reference, str) else reference}"
                 if reference else "") + ".")
+    if failures:
+        doc.heading(2, "Failed cells (not results)")
+        doc.para(f"{len(failures)} cells failed (a diverged fit, an empty split) and appear in no table below.")
+        doc.table(["spec", "dataset", "scenario", "method", "seed", "reason"],
+                  [[f.get("spec", ""), f.get("dataset", ""), f.get("scenario", ""), f.get("method_label", ""),
+                    f.get("seed", ""), f.get("reason", "")] for f in failures])
     doc.heading(2, "Leaderboard per dataset and scenario")
     doc.para("Mean ± sample std over seeds (95% t-interval half-width in brackets); worst subset = lowest mean "
              "accuracy when every test sample is restricted to one modality subset.")

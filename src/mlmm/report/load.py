@@ -53,3 +53,14 @@ def _read_json(path: Path) -> list[dict]:
     if not isinstance(data, list) or not all(isinstance(c, dict) for c in data):
         raise ValueError(f"{path}: expected a list of cell objects (or JSONL, one per line)")
     return data
+
+
+def load_failed_cells(path: str | Path, spec: str | None = None) -> list[dict]:
+    """Cells recorded as failed in an ``mlmm bench`` database (``[]`` for a JSON / JSONL file)."""
+    p = Path(path)
+    with open(p, "rb") as f:
+        if f.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
+            return []
+    from ..bench.store import load_failures
+
+    return load_failures(p, spec)
