@@ -180,7 +180,7 @@ class FitResult:
     best_epoch: dict[str, int] = field(default_factory=dict)
     train_seconds: float = 0.0
     #: stage -> whether its selected state scored better on validation than the state the
-    #: stage started from (epoch 0). False means the stage's training achieved nothing:
+    #: stage started from (epoch 0); stages on a fixed schedule (nothing selected) are absent. False means the stage's training achieved nothing:
     #: ``Trainer.fit`` warns (``FitNeverImproved``) and callers can refuse the fit.
     improved: dict[str, bool] = field(default_factory=dict)
 
@@ -319,7 +319,8 @@ class Trainer:
         control = method.training_control(stage)
         groups = _optimiser_groups(method, control, cfg)
         best_score, best_epoch, best_state = -math.inf, 0, copy.deepcopy(method.state_dict())
-        start_score, _ = self._validate(method, val, stage, epoch=0)  # what "improved" is measured against
+        # What "improved" is measured against (a fixed schedule selects nothing: not validated before)
+        start_score = self._validate(method, val, stage, epoch=0)[0] if control.epochs is None else None
         n = train.size
         batch_size = n if control.full_batch else effective_batch_size(n, cfg)
         # Under torchrun: DDP-wrapped forward, sharded rows, per-rank batch (see distributed.py).
@@ -375,6 +376,8 @@ class Trainer:
                 break
         if control.epochs is None:
             method.load_state_dict(best_state)
+        if start_score is None:
+            return best_epoch
         result.improved[stage] = best_score > start_score
         if not result.improved[stage]:
             warnings.warn(FitNeverImproved(
