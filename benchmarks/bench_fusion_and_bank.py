@@ -19,8 +19,8 @@ import torch
 
 from mlmm import Standardizer, load_dataset
 from mlmm.data.splits import make_splits
-from mlmm.methods._parts.factorised import FactorisedFusion
-from mlmm.methods._parts.memory_bank import _equal_rows
+from mlmm.components.factorised import FactorisedFusion
+from mlmm.components.memory_bank import _equal_rows
 from mlmm.metrics.evaluate import modality_subsets
 from mlmm.missing import make_protocol
 from mlmm.train.loop import TrainConfig, Trainer, build_method

@@ -20,7 +20,7 @@ from mlmm.data.preprocess import Standardizer
 from mlmm.data.spec import DatasetSpec
 from mlmm.methods import METHODS, MethodInfo, MissingModalityModel, Output, register_method
 from mlmm.methods.base import masked_fill_rows
-from mlmm.methods.pretrained.backbone import MissingExtraError
+from mlmm.components.pretrained_backbone import MissingExtraError
 from mlmm.testing import CHECKS, SLOW_CHECKS, check_deviations, conformance_data, run_conformance
 
 KINDS = ("vector", "sequence")

@@ -15,7 +15,7 @@ import torch
 from mlmm import load_dataset
 from mlmm.data.splits import make_splits
 from mlmm.methods import METHODS
-from mlmm.methods.pretrained.backbone import MissingExtraError
+from mlmm.components.pretrained_backbone import MissingExtraError
 from mlmm.missing import Scenario, make_protocol
 from mlmm.train.loop import TrainConfig, Trainer, build_method
 

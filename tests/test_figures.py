@@ -12,8 +12,8 @@ import torch
 from mlmm.data.datasets import make_synthetic
 from mlmm.experiment import ExperimentConfig, run_seed
 from mlmm.methods import METHODS
-from mlmm.methods._parts.factorised import FactorisedFusion, is_factorised
-from mlmm.methods.representation.composition import MaskedMeanFusion
+from mlmm.components.factorised import FactorisedFusion, is_factorised
+from mlmm.methods.representation_composition.masked_mean import MaskedMeanFusion
 from mlmm.metrics.calibration import expected_calibration_error, softmax
 from mlmm.metrics.efficiency import PeakMemory, latency_per_subset_size, parameter_counts, timed_predict
 from mlmm.metrics.evaluate import evaluate_subsets
@@ -148,7 +148,7 @@ def test_fast_subsets_equal_the_slow_path(name: str, data) -> None:
 @pytest.mark.parametrize("stack_bytes, fuse_bytes", [(1, 2 ** 27), (2 ** 30, 2 ** 27), (2 ** 30, 1)])
 def test_fast_subsets_equal_the_slow_path_one_or_all_subsets_per_call(stack_bytes: int, fuse_bytes: int, data,
                                                                        monkeypatch) -> None:
-    from mlmm.methods._parts import factorised
+    from mlmm.components import factorised
     from mlmm.metrics import evaluate as evaluate_module
 
     # row slices of z / every subset in one fusion call; all rows per fuse_subsets call / one row per call
@@ -234,7 +234,7 @@ def test_subset_summaries_worst_subset_and_cell_errors() -> None:
 
 
 def test_a_factorised_class_missing_a_part_cannot_be_built() -> None:
-    from mlmm.methods._parts.factorised import FactorisedFusion
+    from mlmm.components.factorised import FactorisedFusion
     from mlmm.methods.base import MissingModalityModel
 
     class EncodeOnly(FactorisedFusion, MissingModalityModel):

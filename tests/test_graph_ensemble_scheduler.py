@@ -18,7 +18,7 @@ from mlmm.data.batch import Batch
 from mlmm.data.datasets import make_synthetic
 from mlmm.data.preprocess import Standardizer
 from mlmm.methods import METHODS
-from mlmm.methods._parts.evidential import (
+from mlmm.components.evidential import (
     combine_opinions,
     combine_two,
     dirichlet_kl_to_uniform,
@@ -26,8 +26,8 @@ from mlmm.methods._parts.evidential import (
     opinion,
     opinion_to_alpha,
 )
-from mlmm.methods.representation.composition import MaskedMeanFusion
-from mlmm.methods.scheduler.llm import make_llm_router, routing_prompt
+from mlmm.methods.representation_composition.masked_mean import MaskedMeanFusion
+from mlmm.components.llm_router import make_llm_router, routing_prompt
 from mlmm.missing.functional import entry_rate_mask
 from mlmm.train.loop import TrainConfig, Trainer, build_method
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from mlmm.methods._parts.memory_bank import _equal_rows
+from mlmm.components.memory_bank import _equal_rows
 
 
 def test_equal_rows_matches_the_full_comparison_with_first_feature_collisions() -> None:

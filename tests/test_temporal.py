@@ -12,7 +12,7 @@ from mlmm.data.base import MultimodalDataset
 from mlmm.data.batch import Batch, validate_batch
 from mlmm.data.preprocess import Standardizer
 from mlmm.data.spec import DatasetSpec, ModalitySpec, TaskSpec
-from mlmm.methods._parts.time_pool import masked_time_mean_max
+from mlmm.components.time_pool import masked_time_mean_max
 from mlmm.missing import Asynchronous, Burst, Catastrophic, Scenario, Systematic, make_protocol
 from mlmm.missing.time_masks import async_steps, burst_steps, catastrophic_steps, systematic_mask
 from mlmm.train.loop import TrainConfig, Trainer, build_method, seeded

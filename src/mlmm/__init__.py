@@ -5,12 +5,15 @@ truth about availability), missingness protocols whose rates mean one precise
 thing, real bundled datasets, and one training loop.
 """
 
+# Methods first: importing mlmm.methods registers every method, and the method modules import
+# mlmm.components, whose modules import mlmm.methods.base. Entering through mlmm.methods keeps
+# that one-way (a components module imported first would be half-built when a method needs it).
+from .methods import CATEGORIES, METHODS, MethodInfo, MissingModalityModel, Output, register_method  # isort: skip
 from .data import (
     Batch, DatasetSpec, ModalitySpec, MultimodalDataset, Standardizer, TaskSpec, dataset_infos, load_dataset,
     make_splits,
 )
 from .experiment import ExperimentConfig, run_experiment
-from .methods import CATEGORIES, METHODS, MethodInfo, MissingModalityModel, Output, register_method
 from .metrics.evaluate import evaluate, evaluate_subsets
 from .missing import PROTOCOLS, Scenario, make_protocol, realised_missingness
 from .train import FittedModel, TrainConfig, Trainer, build_method

@@ -35,3 +35,7 @@ class UnsafeFileError(ValueError):
 
 class DeviceError(ValueError):
     """A torch device that does not parse or is not available on this machine."""
+
+
+class UnseenModalityWarning(UserWarning):
+    """A modality absent from every training row was given at prediction and treated as missing."""

@@ -19,7 +19,7 @@ import torch
 
 from .data.registry import load_dataset
 from .data.splits import SPLIT_KINDS, make_splits
-from .methods._parts.factorised import is_factorised
+from .components.factorised import is_factorised
 from .metrics.efficiency import PeakMemory
 from .metrics.evaluate import evaluate_subsets
 from .metrics.figures import cell_figures

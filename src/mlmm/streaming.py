@@ -24,7 +24,7 @@ from .data.base import MultimodalDataset
 from .data.batch import Batch
 from .data.spec import DatasetSpec
 from .data.timemask import observed_steps
-from .methods.temporal.streaming_gru import normalised_entropy
+from .methods.representation_composition.streaming_gru import normalised_entropy
 from .train.loop import FittedModel
 
 __all__ = ["StepResult", "Streamer", "failure_time_mask", "parse_failures", "stream_demo", "stream_curves"]

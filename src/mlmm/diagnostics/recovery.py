@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..data.base import MultimodalDataset
 from ..methods.base import MissingModalityModel
 from ..train.loop import FittedModel
-from ._forward import forward_all
+from .forward import forward_all
 
 IGNORED_FLIP_FRACTION = 0.02
 MIN_MARGIN = 0.005

@@ -19,7 +19,7 @@ from ..data.base import MultimodalDataset
 from ..data.batch import Batch
 from ..metrics.calibration import expected_calibration_error, reliability_curve
 from ..train.loop import FittedModel
-from ._forward import forward_all, subset_batch
+from .forward import forward_all, subset_batch
 
 UNCERTAINTY_KEY = "uncertainty"
 

@@ -26,7 +26,7 @@ import torch
 
 from ..data.base import MultimodalDataset
 from ..data.batch import Batch
-from ..diagnostics._forward import forward_all, subset_batch
+from ..diagnostics.forward import forward_all, subset_batch
 from ..train.loop import FittedModel
 from .shapley import harsanyi_dividends, interaction_index, permutation_shapley, shapley_values
 

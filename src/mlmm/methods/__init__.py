@@ -1,8 +1,9 @@
 """All methods. Importing this package registers every method in ``METHODS``.
 
-Every module under a public sub-package (``imputation``, ``representation``,
-``generation``, ...) is imported here, so a new method only needs its own
-file with ``@register_method``; private helpers live in ``_parts``.
+Layout: ``methods/<category>/<registry_name>.py``, one registered method per file,
+the folder one of the 12 ``CATEGORIES`` (``-`` written ``_``). Every module under a
+category folder is imported here, so a new method only needs its own file with
+``@register_method``; shared building blocks live in ``mlmm.components``.
 """
 
 import importlib
@@ -15,7 +16,7 @@ from .registry import METHODS, register_method
 def _import_all_method_modules() -> None:
     for module in pkgutil.walk_packages(__path__, prefix=f"{__name__}."):
         if any(part.startswith("_") for part in module.name.split(".")[2:]):
-            continue  # _parts and private modules register nothing
+            continue  # private modules register nothing
         importlib.import_module(module.name)
 
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import contextlib
 import warnings
 from itertools import combinations
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 
+from ..components.factorised import is_factorised
 from ..data.base import MultimodalDataset
-from ..methods._parts.factorised import is_factorised
-from ..train.loop import FittedModel, UnseenModalityWarning
+from ..errors import UnseenModalityWarning
 from .task import confusion_metrics, task_metrics
+
+if TYPE_CHECKING:  # annotations only: metrics never imports the training package at run time
+    from ..train.loop import FittedModel
 
 
 def evaluate(model: FittedModel, data: MultimodalDataset) -> dict[str, float]:
@@ -37,7 +40,7 @@ def evaluate_subsets(model: FittedModel, data: MultimodalDataset, fast: bool | N
     with nothing is not evaluated for that subset.
 
     ``fast``: None (default) takes the fast path when the method declares the
-    ``FactorisedFusion`` capability (``methods/_parts/factorised.py``): every
+    ``FactorisedFusion`` capability (``mlmm.components.factorised``): every
     present modality is encoded once, and only the fusion is re-run per subset,
     on the embeddings of the subset's modalities — the same computation as the
     slow path, at the cost of one encoding pass plus 2^M - 1 fusions. False

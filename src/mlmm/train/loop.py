@@ -29,7 +29,7 @@ from ..data.spec import DatasetSpec
 from ..methods.base import MissingModalityModel, Output, StageControl
 from ..methods.params import check_method_params
 from ..methods.registry import METHODS
-from ..errors import EmptySplitError, TrainingDiverged
+from ..errors import EmptySplitError, TrainingDiverged, UnseenModalityWarning
 from ..validation import COUNT, NONNEG, POSITIVE, PROBABILITY, Options, validate_params
 from . import distributed
 from .devices import check_device
@@ -99,10 +99,6 @@ TRAIN_CONSTRAINTS: dict[str, list] = {
     "select_on": [Options(("loss", "accuracy"))],
     "grad_clip": [None, POSITIVE],
 }
-
-
-class UnseenModalityWarning(UserWarning):
-    """A modality absent from every training row was given at prediction and treated as missing."""
 
 
 class FittedModel(nn.Module):

@@ -164,27 +164,15 @@ def parse_kind_flags(items: list[str], flag: str = "--kind", cast: Any = None) -
     return out
 
 
-def dataset_from_flags(args: Any) -> str:
-    """The dataset name for ``mlmm run``: ``--dataset`` as is, or ``--data-file`` (with ``--modality``,
-    ``--label``, ``--split-column``, ``--task``, ``--kind``, ``--vocab-size``, ``--pad-id``) registered
-    as ``file:<stem>``; flags override the same keys of a mapping file."""
-    if not getattr(args, "data_file", None):
-        if not args.dataset:
+def resolve_dataset(dataset: str | None = None, data_file: str | Path | None = None, **options: Any) -> str:
+    """A registered dataset name: ``dataset`` as is, or ``data_file`` registered as ``file:<stem>``
+    with ``options`` (``modalities``, ``label``, ``split``, ``task``, ``kinds``, ``vocab_size``,
+    ``pad_id``: see ``load_data_file``; empty ones are left out, so a mapping file's keys stay).
+    Exactly one of ``dataset`` and ``data_file`` must be given."""
+    if not data_file:
+        if not dataset:
             raise ValueError("give --dataset NAME (see `mlmm datasets`) or --data-file PATH")
-        return args.dataset
-    if args.dataset:
+        return dataset
+    if dataset:
         raise ValueError("give either --dataset or --data-file, not both")
-    options: dict[str, Any] = {}
-    if args.modality:
-        options["modalities"] = parse_modality_flags(args.modality)
-    if args.label:
-        options["label"] = args.label
-    if args.split_column:
-        options["split"] = args.split_column
-    if args.task:
-        options["task"] = args.task
-    for flag, key, cast in (("--kind", "kinds", None), ("--vocab-size", "vocab_size", int), ("--pad-id", "pad_id", int)):
-        items = getattr(args, key, None) or []
-        if items:
-            options[key] = parse_kind_flags(items, flag, cast)
-    return register_data_file(args.data_file, **options)
+    return register_data_file(data_file, **{k: v for k, v in options.items() if v})

@@ -9,8 +9,8 @@ from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
-from .._parts.fusion_net import MaskedMeanNet
-from .._parts.subpatterns import pattern_ids, resample_rows
+from ...components.fusion_net import MaskedMeanNet
+from ...components.subpatterns import pattern_ids, resample_rows
 from ..registry import register_method
 
 

@@ -7,11 +7,11 @@ from torch import Tensor, nn
 
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
-from ...encoders import build_encoder
+from ...components.encoders import build_encoder
 from ...missing.functional import all_subsets
 from ..base import MethodInfo, MissingModalityModel, Output, mask_column
-from .._parts.heads import mlp_head
-from .._parts.subpatterns import pattern_ids, resample_rows
+from ...components.heads import mlp_head
+from ...components.subpatterns import pattern_ids, resample_rows
 from ..registry import register_method
 
 

@@ -9,10 +9,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
-from .._parts.fusion_net import MaskedMeanNet
-from .._parts.subpatterns import drop_present
+from ...components.fusion_net import MaskedMeanNet
+from ...components.subpatterns import drop_present
 from ..registry import register_method
-from ._losses import distill_per_sample, masked_mean_of
+from ...components.distillation_losses import distill_per_sample, masked_mean_of
 
 
 @register_method("mean-teacher")

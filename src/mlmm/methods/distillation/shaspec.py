@@ -9,10 +9,10 @@ from torch import Tensor, nn
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
-from .._parts.heads import mlp_head
-from .._parts.pooling import masked_mean
+from ...components.heads import mlp_head
+from ...components.pooling import masked_mean
 from ..registry import register_method
-from ..representation.composition import PerModalityEncoders
+from ...components.encoders import PerModalityEncoders
 
 
 @register_method("shaspec")

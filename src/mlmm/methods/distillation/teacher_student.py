@@ -9,10 +9,10 @@ from torch import Tensor
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
-from .._parts.fusion_net import MaskedMeanNet
-from .._parts.subpatterns import drop_present
+from ...components.fusion_net import MaskedMeanNet
+from ...components.subpatterns import drop_present
 from ..registry import register_method
-from ._losses import distill_per_sample
+from ...components.distillation_losses import distill_per_sample
 
 
 @register_method("teacher-student")

@@ -12,7 +12,7 @@ from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output, mask_column
-from .._parts.row_lookup import TrainingRowLookup, resize_to_saved
+from ...components.row_lookup import TrainingRowLookup, resize_to_saved
 from ..registry import register_method
 
 _DATA_SIZED = ("latents", "latent_class", "row_fp", "row_mask")

@@ -12,12 +12,12 @@ from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
-from .._parts.heads import mlp_head
-from .._parts.memory_bank import TrainingBankMixin
-from .._parts.row_lookup import TrainingRowLookup, resize_to_saved
+from ...components.heads import mlp_head
+from ...components.memory_bank import TrainingBankMixin
+from ...components.row_lookup import TrainingRowLookup, resize_to_saved
 from ..registry import register_method
-from ..representation.composition import PerModalityEncoders
-from ._sampling import random_sub_mask
+from ...components.encoders import PerModalityEncoders
+from ...components.subpatterns import random_sub_mask
 
 
 class ResidualAutoencoder(nn.Module):

@@ -1,0 +1,7 @@
+"""``python -m mlmm.cli ...`` (e.g. under ``torchrun``)."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,47 @@
+"""``mlmm datasets``, ``mlmm methods``, ``mlmm protocols``: what is registered."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Sequence
+
+from ..data.registry import dataset_infos
+from ..methods import METHODS
+from ..missing import protocol_infos
+
+
+def method_names(selected: Sequence[str] | None) -> list[str]:
+    names = list(selected) if selected else METHODS.names()
+    for name in names:
+        METHODS.get(name)  # unknown -> UnknownNameError listing the known ones
+    return names
+
+
+def cmd_listing(args: argparse.Namespace) -> None:
+    from ..report import format_table
+
+    if args.command == "datasets":
+        infos = dataset_infos()
+        rows = [[d["name"], d.get("n_samples", "-"), d.get("modalities", "-"), d.get("description", "")] for d in infos]
+        header = ["dataset", "samples", "modalities", "description"]
+    elif args.command == "methods":
+        infos = [{"name": n, **METHODS.get(n).info.as_dict(), "module": METHODS.get(n).__module__}
+                 for n in METHODS.names()]
+        rows = [[d["name"], d["category"], d["fusion"], "yes" if d["recovers_missing"] else "no",
+                 "yes" if d["needs_complete_train"] else "no", d["module"].removeprefix("mlmm.methods.")]
+                for d in infos]
+        header = ["method", "category", "fusion", "recovers missing", "needs complete train", "module (mlmm.methods.)"]
+    else:
+        infos = protocol_infos()
+        rows = [[d["name"], d["definition"]] for d in infos]
+        header = ["protocol", "definition"]
+    if args.json:
+        print(json.dumps(infos, indent=2, default=str))
+    else:
+        print(format_table(header, [[_short(c) for c in row] for row in rows]))
+
+
+def _short(value: object, width: int = 110) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str) if isinstance(value, (list, dict)) else str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"

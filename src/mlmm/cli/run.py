@@ -1,0 +1,90 @@
+"""``mlmm run``: train and evaluate methods under a missingness protocol (optionally distributed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .common import UsageError, parse_floats, parse_params, parse_seeds, progress, train_config
+from .listing import method_names
+
+
+def _experiment_config(args: argparse.Namespace, method: str):
+    from ..experiment import ExperimentConfig
+
+    protocol_params: dict = {}
+    if args.rates:
+        protocol_params["rates"] = parse_floats(args.rates, "--rates")
+    if args.subset:
+        protocol_params["subset"] = [s.strip() for s in args.subset.split(",") if s.strip()]
+    if args.strength is not None:
+        protocol_params["strength"] = args.strength
+    protocol_params.update(parse_params(args.protocol_param))
+    return ExperimentConfig(
+        dataset=args.dataset, method=method, protocol=args.protocol, rate=args.rate, split=args.split,
+        seeds=parse_seeds(args.seeds), train_rate=args.train_rate, test_rate=args.test_rate,
+        protocol_params=protocol_params, method_params=parse_params(args.param), train=train_config(args),
+        device=args.device, subsets=not args.no_subsets,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from ..data.registry import load_dataset
+    from ..experiment import run_experiment, validate_config
+    from ..report import results_table, subsets_table
+
+    from ..data.loaders.user_data import parse_kind_flags, parse_modality_flags, resolve_dataset
+
+    options = {}
+    if args.data_file:  # flags override the same keys of a mapping file; absent ones leave them
+        options = {"modalities": parse_modality_flags(args.modality), "label": args.label,
+                   "split": args.split_column, "task": args.task}
+        for flag, key, cast in (("--kind", "kinds", None), ("--vocab-size", "vocab_size", int),
+                                ("--pad-id", "pad_id", int)):
+            options[key] = parse_kind_flags(getattr(args, key, None) or [], flag, cast)
+    args.dataset = resolve_dataset(args.dataset, args.data_file, **options)
+    args.data_file = None  # a --data-file is now registered as file:<stem>
+    spec = load_dataset(args.dataset).spec  # unknown dataset -> one clear line before anything else
+    if args.distributed:
+        _run_distributed(args)
+        return
+    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise UsageError(f"--out: folder of {args.out!r} does not exist")  # say so before hours of training
+    configs = [_experiment_config(args, m) for m in method_names(args.method)]
+    for config in configs:
+        validate_config(config, spec)  # protocol, rates and subsets checked before any training
+    results = []
+    with progress(len(configs) * len(configs[0].seeds), disable=args.json) as bar:
+        for config in configs:
+            bar.set_description(config.method)
+            results.append(run_experiment(config, on_seed=lambda record: bar.update(1)))
+    payload = results[0] if len(results) == 1 else results
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(payload, f, indent=2)
+    if args.json:
+        print(json.dumps(payload, indent=2))
+        return
+    print(results_table(results))
+    for r in results:
+        if "subsets" in r:
+            print(f"\n{r['method']}: every modality subset of the complete test split (trained at rate {r['train_rate']:g})")
+            print(subsets_table(r))
+
+
+def _run_distributed(args: argparse.Namespace) -> None:
+    """``mlmm run --distributed``: every rank trains its shard of each fit; rank 0 alone prints and writes."""
+    from ..train import distributed
+
+    args.device = distributed.init_from_env(args.device)
+    try:
+        quiet = distributed.rank() != 0
+        if quiet:
+            args.out, args.json = None, True
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - closed with the process
+        args.distributed = False
+        cmd_run(args)
+    finally:
+        distributed.shutdown()

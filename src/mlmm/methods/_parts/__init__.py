@@ -1,1 +1,0 @@
-"""Shared building blocks of methods (never registered themselves)."""

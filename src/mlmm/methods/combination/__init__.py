@@ -1,1 +1,0 @@
-"""Model combinations: ensembles, dedicated training, schedulers."""

@@ -1,0 +1,76 @@
+"""Ensembles over modalities."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...data.batch import Batch
+from ...data.spec import DatasetSpec
+from ..base import MethodInfo, MissingModalityModel, Output
+from ...components.factorised import FactorisedFusion
+from ...components.heads import mlp_head
+from ...components.encoders import PerModalityEncoders
+from ..registry import register_method
+
+
+@register_method("late-ensemble")
+class MarginalisedLateEnsemble(FactorisedFusion, MissingModalityModel):
+    """Marginalised unimodal late fusion.
+
+    p_m = softmax(f_m(E_m(x_m))) (B, M, C); p = Σ_m a_m p_m / Σ_m a_m (B, C);
+    logits = log p. Each unimodal member is trained with its own cross-entropy
+    on the samples where its modality is present (masked mean over entries),
+    so a missing modality neither votes nor learns.
+    """
+
+    info = MethodInfo(
+        category="ensemble",
+        fusion="late",
+        recovers_missing=False,
+        needs_complete_train=False,
+        paper="Late fusion ensemble marginalised over available modalities (survey Sec. 4.1.1)",
+        summary="one classifier per modality, probabilities averaged over present modalities",
+    )
+
+    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5) -> None:
+        super().__init__(spec)
+        if spec.task.kind != "classification":
+            raise ValueError("late-ensemble averages class probabilities; it needs a classification task")
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
+        self.heads = nn.ModuleList(
+            mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout) for _ in spec.modalities
+        )
+
+    # forward = fuse_embeddings(encode_modalities(batch), mask) (FactorisedFusion). The
+    # per-modality part runs through the members' heads, since member m's logits depend on
+    # x_m alone: all-subsets evaluation then re-runs only the masked average per subset.
+    def encode_modalities(self, batch: Batch) -> Tensor:
+        """(B, M, C) member logits f_m(E_m(x_m)) (values at missing slots are ignored)."""
+        z = self.encoders(batch)  # (B, M, D)
+        return torch.stack([head(z[:, j]) for j, head in enumerate(self.heads)], dim=1)
+
+    def fuse_embeddings(self, member_logits: Tensor, mask: Tensor) -> Output:
+        """member_logits (B, M, C), mask (B, M) -> log of the mean present member probability (B, C)."""
+        log_p = F.log_softmax(member_logits, dim=-1)
+        # log Σ_m a_m p_m - log Σ_m a_m, computed in log space for stability.
+        masked = log_p.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        n_present = mask.sum(dim=1, keepdim=True)
+        fused = torch.logsumexp(masked, dim=1) - n_present.clamp_min(1).to(log_p.dtype).log()
+        # Policy for a sample with no modality (the data layer rejects them, but the
+        # op stays total): no member votes, so the prediction is uniform, not -inf.
+        uniform = torch.full_like(fused, -math.log(fused.shape[1]))
+        fused = torch.where(n_present > 0, fused, uniform)
+        return Output(fused, aux={"member_logits": member_logits})
+
+    def loss(self, batch: Batch, output: Output) -> dict[str, Tensor]:
+        member_logits = output.aux["member_logits"]
+        b, m, c = member_logits.shape
+        per_entry = F.cross_entropy(
+            member_logits.reshape(b * m, c), batch.target.repeat_interleave(m), reduction="none"
+        ).reshape(b, m)
+        present = batch.mask.to(per_entry.dtype)
+        return {"members": (per_entry * present).sum() / present.sum().clamp_min(1.0)}

@@ -1,1 +1,0 @@
-"""Data-processing aspect, input level: modality composition and modality generation."""

@@ -1,0 +1,37 @@
+"""Training-mean imputation with missing indicators and early fusion (``FillEarlyFusion``)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ...components.early_fill import FillEarlyFusion
+from ...data.batch import Batch
+from ...data.preprocess import Standardizer
+from ..base import MethodInfo
+from ..registry import register_method
+
+
+@register_method("mean-fill")
+class MeanFill(FillEarlyFusion):
+    """Training-mean imputation plus missing indicators, early fusion.
+
+    f_m = mean of modality m over the training samples that hold it (per
+    feature, per time step for sequences). Shapes as in ``zero-fill``.
+    """
+
+    info = MethodInfo(
+        category="modality-composition",
+        fusion="early",
+        recovers_missing=True,
+        needs_complete_train=False,
+        paper="Mean imputation (Zhang et al., survey Sec. 2.1.1; CPM-Nets' FeatConcat baseline)",
+        summary="missing modality filled with its training mean over present samples, mask indicators, early fusion",
+    )
+
+    def fill_values(self, train: Batch, standardizer: Standardizer) -> dict[str, Tensor]:
+        values = {}
+        for j, m in enumerate(self.spec.modalities):
+            present = train.inputs[m.name][train.mask[:, j]]
+            values[m.name] = present.mean(dim=0) if present.shape[0] else torch.zeros(m.shape, device=present.device)
+        return values

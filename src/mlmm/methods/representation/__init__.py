@@ -1,1 +1,0 @@
-"""Data-processing aspect, representation level: coordinated, composition, generation."""
