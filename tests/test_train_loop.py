@@ -337,3 +337,31 @@ def test_a_normal_fit_is_flagged_improved(splits):
 def test_trainer_refuses_bad_devices(device, message):
     with pytest.raises(ValueError, match=message):
         Trainer(TrainConfig(), device=device)
+
+
+def test_predict_logits_refuses_nan_in_a_present_entry(splits):
+    # found: NaN present inputs gave NaN logits silently
+    fit = _fit(splits, TrainConfig(max_epochs=1))
+    _, _, test = splits
+    bad = test.subset(np.arange(len(test)))
+    first = bad.spec.modality_names[0]
+    row = int(bad.mask[:, 0].nonzero()[0, 0])
+    bad.inputs[first][row, 0] = float("nan")
+    with pytest.raises(ValueError, match=rf"modality '{first}' holds NaN or inf in 1 present rows \(first row {row}\)"):
+        fit.model.predict_logits(bad)
+    assert torch.isfinite(fit.model.predict_logits(test)).all()
+
+
+def test_evaluating_on_another_datasets_data_names_the_mismatch(splits):
+    # found: KeyError 'm0'
+    from mlmm.metrics.evaluate import evaluate, evaluate_subsets
+
+    fit = _fit(splits, TrainConfig(max_epochs=1))
+    other = make_synthetic(n_samples=30, n_classes=3, n_modalities=2, dims=4, seed=0)
+    with pytest.raises(ValueError, match=r"the data has modalities \(m0, m1\) but the model was trained on .*\(m0, m1, m2\)"):
+        evaluate(fit.model, other)
+    with pytest.raises(ValueError, match="but the model was trained on"):
+        evaluate_subsets(fit.model, other)
+    wider = make_synthetic(n_samples=30, n_classes=3, n_modalities=3, dims=5, seed=0)
+    with pytest.raises(ValueError, match=r"modality 'm0' has per-sample shape \(5,\) in the data but \(4,\)"):
+        evaluate(fit.model, wider)

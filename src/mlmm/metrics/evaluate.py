@@ -47,6 +47,7 @@ def evaluate_subsets(model: FittedModel, data: MultimodalDataset, fast: bool | N
     forces the slow path (2^M - 1 full passes, any method); True demands the
     fast one and is an error for a method without the capability.
     """
+    model.check_data(data)  # another dataset's data: one clear error, not a KeyError
     method = model.method
     if fast and not is_factorised(method):
         raise ValueError(f"method {type(method).__name__} does not declare FactorisedFusion "

@@ -101,6 +101,18 @@ TRAIN_CONSTRAINTS: dict[str, list] = {
 }
 
 
+def _check_present_finite(batch: Batch) -> None:
+    """``ValueError`` naming the modality and first row where a present float entry is NaN or inf."""
+    for j, (name, x) in enumerate(batch.inputs.items()):
+        if not x.is_floating_point() or x.numel() == 0:
+            continue
+        bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1) & batch.mask[:, j]
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0, 0])
+            raise ValueError(f"modality {name!r} holds NaN or inf in {int(bad.sum())} present rows (first row {row}); "
+                             "mark those entries missing in the mask, or fill them, before predicting")
+
+
 class FittedModel(nn.Module):
     """A trained method with the preprocessing it was trained under.
 
@@ -130,6 +142,20 @@ class FittedModel(nn.Module):
             batch = self._hide_unseen(batch)
         return self.method(self.standardizer(batch))
 
+    def check_data(self, data: MultimodalDataset | Batch) -> None:
+        """``ValueError`` unless ``data`` has this model's modalities, in order, with its shapes
+        (e.g. a model evaluated on another dataset's data)."""
+        inputs = data.inputs
+        names, given = self.spec.modality_names, tuple(inputs)
+        if given != names:
+            raise ValueError(f"the data has modalities ({', '.join(given)}) but the model was trained on "
+                             f"{self.spec.name!r} with ({', '.join(names)}); evaluate it on data of that dataset")
+        for m in self.spec.modalities:
+            shape = tuple(inputs[m.name].shape[1:])
+            if shape != tuple(m.shape):
+                raise ValueError(f"modality {m.name!r} has per-sample shape {shape} in the data but "
+                                 f"{tuple(m.shape)} in the model trained on {self.spec.name!r}")
+
     def _hide_unseen(self, batch: Batch) -> Batch:
         seen = self.seen_modalities
         if bool(seen.all()):
@@ -153,9 +179,12 @@ class FittedModel(nn.Module):
     @torch.no_grad()
     def predict_logits(self, data: MultimodalDataset | Batch, batch_size: int = 1024, validate: bool = False) -> Tensor:
         """(N, C) logits for every sample of ``data``, in eval mode, on the model's device, returned on CPU."""
+        self.check_data(data)
         batch = data.as_batch() if isinstance(data, MultimodalDataset) else data
         if validate:
             validate_batch(batch, self.spec)
+        else:
+            _check_present_finite(batch)  # (a NaN present entry gave NaN logits, silently)
         device = next(self.parameters(), torch.empty(0)).device
         was_training = self.training
         self.eval()
