@@ -207,8 +207,17 @@ def stream_demo(dataset: str, failures: Mapping[str, int], *, method: str = "str
     from .missing import Scenario, make_protocol
     from .train.loop import TrainConfig, Trainer, build_method
 
+    from .methods import METHODS
+
     data = load_dataset(dataset)
     parse_check = {m.name for m in data.spec.modalities if m.kind == "sequence"}
+    # Checked before any training (found: a vector dataset failed only after the fit).
+    if not parse_check:
+        kinds = ", ".join(sorted({m.kind for m in data.spec.modalities}))
+        raise ValueError(f"dataset {dataset!r} has no sequence modality ({kinds} only): nothing to stream step by step")
+    cls = METHODS.get(method)
+    if not (hasattr(cls, "stream_init") and hasattr(cls, "stream_step")):
+        raise ValueError(f"method {method!r} cannot stream (no stream_init / stream_step); use e.g. streaming-gru")
     unknown = sorted(set(failures) - parse_check)
     if unknown:
         raise ValueError(f"failing modality {unknown[0]!r} is not a sequence modality of {dataset!r}")

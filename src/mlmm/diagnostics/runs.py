@@ -8,6 +8,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..data.registry import load_dataset
+from ..errors import InvalidParameterError
+from ..experiment import check_seeds, validate_config
+from ..validation import Interval, check_value
 from .fitting import CellConfig, fit_cell
 from .recovery import recovery_fidelity, recovery_reliance, verdict
 from .uncertainty import subset_uncertainty, uncertainty_report
@@ -23,12 +27,30 @@ def _mean_se(values: Sequence[float]) -> dict:
     return {"mean": float(a.mean()), "se": se, "n": int(len(a))}
 
 
+def _validate_all(base: CellConfig, seeds: Sequence[int], methods: Sequence[str] | None = None,
+                  rates: Sequence[float] | None = None, **counts: tuple[int, int]) -> None:
+    """Every option of a diagnostics run checked before the first fit: the seeds, each
+    (method, rate) cell's config, and ``counts`` (name -> (value, minimum))."""
+    check_seeds(seeds)
+    for name, (value, minimum) in counts.items():
+        check_value("diagnostics", name, value, [Interval("int", minimum, None)])
+    if rates is not None and not len(rates):
+        raise InvalidParameterError("rates is empty: give at least one rate")
+    spec = load_dataset(base.dataset).spec
+    for method in methods or [base.method]:
+        for rate in rates if rates is not None else [base.rate]:
+            validate_config(replace(base, method=method, rate=rate).experiment(seeds[0]), spec)
+
+
 def explain_runs(config: CellConfig, seeds: Sequence[int], target: str = "predicted", max_exact: int = 10,
                  n_permutations: int = 64, on_seed: Progress = None) -> dict:
     """Per seed: train the cell and explain its (protocol-masked) test split; mean φ and mean |φ|
     per modality averaged over seeds (SE over seeds), and the seeds' interaction tables."""
     from ..explain import modality_contributions
 
+    _validate_all(config, seeds, max_exact=(max_exact, 1), n_permutations=(n_permutations, 2))
+    if target not in ("predicted", "true"):
+        raise InvalidParameterError(f"target must be 'predicted' or 'true', got {target!r}")
     per_seed = []
     for seed in seeds:
         cell = fit_cell(config, seed)
@@ -63,6 +85,7 @@ def recover_runs(base: CellConfig, methods: Sequence[str], rates: Sequence[float
     """One row per (method, rate): fidelity and reliance averaged over seeds, and the verdict; a cell
     that cannot be trained (e.g. a method needing complete training samples at a rate > 0) gives a
     row with "skipped": the reason, and the other cells still run."""
+    _validate_all(base, seeds, methods=methods, rates=rates)
     rows = []
     for method in methods:
         for rate in rates:
@@ -98,6 +121,7 @@ def uncertainty_runs(base: CellConfig, rates: Sequence[float], seeds: Sequence[i
     error-detection AUROC per uncertainty score, mean uncertainty by number of present
     modalities; and per modality subset of the complete test split (the rate-0 model if
     0 is among the rates, else the first rate's)."""
+    _validate_all(base, seeds, rates=rates, n_bins=(n_bins, 1))
     out = {"dataset": base.dataset, "method": base.method, "seeds": list(seeds), "rates": {}}
     subset_rate = 0.0 if 0.0 in rates else rates[0]
     subset_reports = []
