@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .data.registry import load_dataset
-from .data.splits import SPLIT_KINDS, make_splits
+from .data.splits import check_split, fold_splits, make_splits
 from .components.factorised import is_factorised
 from .metrics.efficiency import PeakMemory
 from .metrics.evaluate import evaluate_subsets
@@ -97,8 +97,7 @@ def validate_config(config: ExperimentConfig, spec) -> None:
     cannot be drawn for this dataset (a rate above 1 - 1/M, an unknown modality in a subset,
     a wrong number of rates)."""
     check_seeds(config.seeds)
-    if config.split not in SPLIT_KINDS:
-        raise ValueError(f"unknown split {config.split!r}; known: {', '.join(SPLIT_KINDS)}")
+    check_split(config.split)
     if not isinstance(config.train, TrainConfig):
         raise InvalidParameterError(f"train must be a TrainConfig, got {type(config.train).__name__}")
     check_method_params(config.method, METHODS.get(config.method), config.method_params)
@@ -224,6 +223,9 @@ def run_experiment(config: ExperimentConfig, on_seed: Callable[[dict], None] | N
     validate_config(config, data.spec)
     check_splits(data, config.split, config.seeds[0])  # an empty split is refused before any training
     check_device(config.device)  # here, not in validate_config: a grid may be expanded where it will not run
+    folds = fold_splits(data, config.split)
+    if folds != [config.split]:
+        return _run_folds(config, data, folds, on_seed)
     records = []
     for seed in config.seeds:
         record = run_seed(config, seed)
@@ -231,3 +233,41 @@ def run_experiment(config: ExperimentConfig, on_seed: Callable[[dict], None] | N
         if on_seed is not None:
             on_seed(record)
     return summarise(config, records)
+
+
+def _run_folds(config: ExperimentConfig, data: MultimodalDataset, folds: list[str],
+               on_seed: Callable[[dict], None] | None) -> dict:
+    """Every fold of a fold split (``logo``, ``group-kfold``) x every seed. The summary is ``summarise`` over
+    all (fold, seed) records (mean ± std over folds and seeds), plus ``folds`` (each fold's split, held-out
+    groups, test rows and metrics over seeds) and ``pooled`` (each metric averaged over the folds weighted
+    by their test rows: for accuracy exactly the accuracy over all held-out rows pooled), per seed and mean."""
+    from dataclasses import replace
+
+    for fold in folds:
+        check_splits(data, fold, config.seeds[0])  # every fold's splits refused before any training
+    records, per_fold = [], []
+    for fold in folds:
+        fold_config = replace(config, split=fold)
+        test = make_splits(data, fold, config.seeds[0])[2]
+        fold_records = []
+        for seed in config.seeds:
+            record = {**run_seed(fold_config, seed), "fold": fold, "n_test": len(test)}
+            fold_records.append(record)
+            if on_seed is not None:
+                on_seed(record)
+        records += fold_records
+        held_out = sorted({str(g) for g in test.groups}) if test.groups is not None else []
+        per_fold.append({"split": fold, "held_out_groups": held_out, "n_test": len(test),
+                         "metrics": summarise(fold_config, fold_records)["metrics"]})
+    result = summarise(config, records)
+    result["folds"] = per_fold
+    pooled = {}
+    for name in records[0]["metrics"]:
+        per_seed = []
+        for seed in config.seeds:
+            rows = [r for r in records if r["seed"] == seed]
+            weight = sum(r["n_test"] for r in rows)
+            per_seed.append(sum(r["metrics"][name] * r["n_test"] for r in rows) / weight)
+        pooled[name] = summarise_seeds(per_seed)
+    result["pooled"] = pooled
+    return result

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..data.registry import load_dataset
+from ..data.splits import fold_splits
 from ..experiment import ExperimentConfig, validate_config
 from ..train.loop import TrainConfig, build_method
 from .spec import BenchSpec, ScenarioGrid, SpecError
@@ -111,13 +112,18 @@ def _scenarios(block: ScenarioGrid, modality_names: tuple[str, ...]) -> list[tup
 
 
 def expand(spec: BenchSpec, source: str = "spec") -> list[Cell]:
-    """Every cell of ``spec``, in a stable order (dataset, scenario, method, seed), each scenario
+    """Every cell of ``spec``, in a stable order (dataset, scenario, method, fold, seed), each scenario
     checked against its dataset (rates possible, subset modalities known) before anything runs."""
     train = spec.train_config()
     cells: list[Cell] = []
     for dataset in spec.datasets:
-        data_spec = load_dataset(dataset).spec
+        data = load_dataset(dataset)
+        data_spec = data.spec
         names = data_spec.modality_names
+        try:
+            splits = fold_splits(data, spec.split)  # logo / group-kfold: one cell per fold
+        except ValueError as err:
+            raise SpecError(f"{source}: split on {dataset}: {err}") from None
         for j, method in enumerate(spec.methods):  # bad hyper-parameters fail now, not mid-grid
             try:
                 build_method(method.name, data_spec, seed=0, **method.params)
@@ -126,13 +132,14 @@ def expand(spec: BenchSpec, source: str = "spec") -> list[Cell]:
         for i, block in enumerate(spec.scenarios):
             for params, train_rate, test_rate in _scenarios(block, tuple(names)):
                 for method in spec.methods:
-                    for seed in spec.seeds:
-                        cells.append(Cell(
-                            spec=spec.name, dataset=dataset, method=method.name, method_label=method.key,
-                            method_params=dict(method.params), protocol=block.protocol, protocol_params=params,
-                            train_rate=train_rate, test_rate=test_rate, split=spec.split, seed=seed, train=train,
-                            subsets=spec.subsets, device=spec.device,
-                        ))
+                    for split in splits:
+                        for seed in spec.seeds:
+                            cells.append(Cell(
+                                spec=spec.name, dataset=dataset, method=method.name, method_label=method.key,
+                                method_params=dict(method.params), protocol=block.protocol, protocol_params=params,
+                                train_rate=train_rate, test_rate=test_rate, split=split, seed=seed, train=train,
+                                subsets=spec.subsets, device=spec.device,
+                            ))
                 try:
                     validate_config(cells[-1].config(), data_spec)
                 except (ValueError, TypeError) as err:

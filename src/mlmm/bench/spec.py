@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from ..data.registry import DATASETS
-from ..data.splits import SPLIT_KINDS
+from ..data.splits import check_split
 from ..experiment import RATELESS_PROTOCOLS
 from ..methods import METHODS
 from ..missing import PROTOCOLS
@@ -230,9 +230,7 @@ class BenchSpec(_Strict):
     @field_validator("split")
     @classmethod
     def _split(cls, split: str) -> str:
-        if split not in SPLIT_KINDS:
-            raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLIT_KINDS)}")
-        return split
+        return check_split(split)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "BenchSpec":

@@ -28,6 +28,10 @@ class MultimodalDataset:
             step observed). A modality with no observed step counts as missing (the mask is
             ANDed with ``time_mask[name].any(1)``); unobserved steps are stored as zeros
             (NaN allowed there). See ``mlmm.data.timemask``.
+    groups: optional (N,) group id per row (the subject, patient or device a row comes from; ints
+            or strings). Rows of one group are not independent: the grouped splits of
+            ``mlmm.data.splits`` never put one group on both sides, and the ``systematic``
+            protocol draws its missingness per group from the same ids.
 
     Masked-out slots are stored as zeros, so every batch drawn from here honours
     the ``Batch`` contract without further checks.
@@ -42,6 +46,7 @@ class MultimodalDataset:
         splits: Mapping[str, np.ndarray] | None = None,
         _validated: bool = False,
         time_mask: Mapping[str, np.ndarray | Tensor] | None = None,
+        groups: np.ndarray | Tensor | list | None = None,
     ) -> None:
         self.spec = spec
         names = spec.modality_names
@@ -86,6 +91,7 @@ class MultimodalDataset:
         self.mask: Tensor = mask_t
         self.target: Tensor = target_t
         self.time_mask: dict[str, Tensor] | None = time_t
+        self.groups: np.ndarray | None = _groups(groups, n, spec.name)
         self.splits: dict[str, np.ndarray] = {}
         for split_name, idx in (splits or {}).items():
             idx = np.asarray(idx, dtype=np.int64)
@@ -113,6 +119,7 @@ class MultimodalDataset:
             self.mask[idx],
             _validated=True,
             time_mask=select_time_mask(self.time_mask, idx),
+            groups=None if self.groups is None else self.groups[idx.numpy()],
         )
 
     def split(self, name: str) -> "MultimodalDataset":
@@ -128,7 +135,7 @@ class MultimodalDataset:
             raise ValueError(f"mask must be bool of shape {tuple(self.mask.shape)}, got {mask_t.dtype} {tuple(mask_t.shape)}")
         batch = self.as_batch().with_mask(mask_t)
         return MultimodalDataset(self.spec, batch.inputs, self.target, batch.mask, splits=self.splits, _validated=True,
-                                 time_mask=self.time_mask)
+                                 time_mask=self.time_mask, groups=self.groups)
 
     def with_time_mask(self, time_mask: Mapping[str, np.ndarray | Tensor]) -> "MultimodalDataset":
         """Same rows with observed steps narrowed to ``time_mask & self.time_mask``
@@ -137,7 +144,21 @@ class MultimodalDataset:
         time_t = {k: torch.as_tensor(np.asarray(v) if not isinstance(v, Tensor) else v) for k, v in time_mask.items()}
         batch = self.as_batch().with_time_mask(time_t, self.spec)
         return MultimodalDataset(self.spec, batch.inputs, self.target, batch.mask, splits=self.splits, _validated=True,
-                                 time_mask=batch.time_mask)
+                                 time_mask=batch.time_mask, groups=self.groups)
+
+
+def _groups(groups, n: int, name: str) -> np.ndarray | None:
+    """``groups`` as an (n,) numpy array of ids, or None; a wrong length or a missing id is an error."""
+    if groups is None:
+        return None
+    ids = np.asarray(groups.numpy() if isinstance(groups, Tensor) else groups)
+    if ids.ndim != 1 or len(ids) != n:
+        raise ValueError(f"dataset {name!r}: groups must hold one id per row ({n}), got shape {ids.shape}")
+    if ids.dtype.kind == "f" and np.isnan(ids).any():
+        raise ValueError(f"dataset {name!r}: groups has a missing id (NaN) at row {int(np.flatnonzero(np.isnan(ids))[0])}")
+    if ids.dtype.kind == "O":
+        ids = ids.astype(str)
+    return ids
 
 
 def _stored(m, x: np.ndarray | Tensor) -> Tensor:

@@ -102,3 +102,16 @@ register(
         licence="n/a (generated)",
     )
 )
+register(
+    DatasetEntry(
+        name="synthetic-subjects",
+        loader=_datasets.make_synthetic_subjects,
+        description="The synthetic task recorded from 12 subjects (50 rows each), each with its own per-class "
+        "offset: ships subject ids, so its default split is grouped; a random split leaks (see README)",
+        n_samples=600,
+        modalities="m0, m1, m2 (8,) [vector]",
+        task="classification, 3 classes; groups: 12 subjects",
+        source="generated (mlmm.data.datasets.synthetic.make_synthetic_subjects)",
+        licence="n/a (generated)",
+    )
+)

@@ -64,6 +64,11 @@ class MissingnessProtocol(ABC):
     ) -> np.ndarray:
         """A new (n, M) bool mask, n = len(labels); ``labels`` is never mutated."""
 
+    def for_groups(self, groups) -> "MissingnessProtocol":
+        """This protocol for data whose rows carry ``groups`` (``MultimodalDataset.groups``): a protocol
+        that draws per group (``systematic``) returns a copy using those ids; the others ignore them."""
+        return self
+
     @abstractmethod
     def params(self) -> dict:
         """The constructor arguments, JSON-ready: ``type(self)(**self.params())`` rebuilds it."""

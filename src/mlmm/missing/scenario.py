@@ -107,6 +107,8 @@ class Scenario:
         unobserved (sample, step) pairs, a missing modality's steps included).
         """
         protocol = self.protocol(role)
+        if dataset.groups is not None:  # e.g. systematic draws per subject of the data
+            protocol = protocol.for_groups(dataset.groups)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         names = dataset.spec.modality_names

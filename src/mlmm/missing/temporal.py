@@ -210,7 +210,7 @@ class Asynchronous(TimeMaskProtocol):
                 inputs[name] = shift_sequences(dataset.inputs[name].numpy(), self.shift)
                 if name in time_mask:
                     time_mask[name] = shift_sequences(time_mask[name].numpy()[..., None], self.shift)[..., 0]
-            dataset = MultimodalDataset(dataset.spec, inputs, dataset.target, dataset.mask,
+            dataset = MultimodalDataset(dataset.spec, inputs, dataset.target, dataset.mask, groups=dataset.groups,
                                         splits=dataset.splits, time_mask=time_mask or None)
         return dataset.with_time_mask(steps)
 
@@ -224,7 +224,8 @@ class Systematic(MissingnessProtocol):
     """The rate is the fraction of groups (subjects, devices) that lack a modality, realised exactly (round(rate*G) of the G groups); in each such group one uniformly chosen modality is absent for every sample of the group.
 
     Groups are ``groups`` (one id per sample of the data the protocol is
-    applied to) or, without ids, a seeded partition of the samples into
+    applied to), else the data's own ids (``MultimodalDataset.groups``, the ones the grouped
+    splits use; ``Scenario.apply`` passes them), else a seeded partition of the samples into
     ``n_groups`` groups of equal size (±1). ``modalities`` (names) limits which
     modalities can be absent (default: all). See ``time_masks.systematic_mask``.
     """
@@ -244,6 +245,16 @@ class Systematic(MissingnessProtocol):
             raise ValueError(f"groups must be a list with one group id per sample, got {groups!r}")
         self.groups = None if groups is None else np.asarray(groups).tolist()
         self.modalities = _check_modalities(modalities)
+        self._data_groups: np.ndarray | None = None  # the dataset's own ids (for_groups), when no ids are given
+
+    def for_groups(self, groups) -> "Systematic":
+        """Without ``groups`` of its own, draw per group of the data's ids (the same subjects the grouped
+        splits keep apart) instead of a seeded partition. ``params()`` stays as given."""
+        if self.groups is not None or groups is None:
+            return self
+        copy = Systematic(self.rate, self.n_groups, None, self.modalities)
+        copy._data_groups = np.asarray(groups)
+        return copy
 
     def sample(self, n_modalities, labels, rng, modality_names=None) -> np.ndarray:
         n = _n_samples(labels)
@@ -257,7 +268,9 @@ class Systematic(MissingnessProtocol):
             if unknown:
                 raise ValueError(f"protocol 'systematic': unknown modality {unknown[0]!r}; known: {', '.join(names)}")
             candidates = [names.index(m) for m in self.modalities]
-        if self.groups is None:
+        if self.groups is None and self._data_groups is not None and len(self._data_groups) == n:
+            groups = self._data_groups
+        elif self.groups is None:
             groups = group_partition(n, self.n_groups, rng)
         elif len(self.groups) != n:
             raise ValueError(f"protocol 'systematic': groups gives {len(self.groups)} ids but the data has {n} "

@@ -8,7 +8,8 @@ from ._vendored import ChecksumError
 from .basicmotions import load_basicmotions
 from .digits_captions import digits_captions, load_digits_captions, save_digits_captions
 from .handwritten import load_handwritten
-from .synthetic import make_synthetic
+from .synthetic import make_synthetic, make_synthetic_subjects
 
 __all__ = ["ChecksumError", "digits_captions", "load_basicmotions", "load_digits_captions", "load_handwritten", "make_synthetic",
+           "make_synthetic_subjects",
            "save_digits_captions"]

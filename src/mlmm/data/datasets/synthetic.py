@@ -37,6 +37,17 @@ temporal profile ``phi`` (a half-sine bump of unit L2 norm) and draws fresh
 sensor noise per step: ``X_m(i)[t] = a_m * phi[t] * A_m e_m(i) + noise * eps``,
 shape (16, d_m). The matched filter ``sum_t phi[t] X[t]`` recovers the vector
 model exactly, so both kinds are equally hard for a model that finds it.
+
+Subjects (``n_subjects > 0``): row i belongs to subject ``s_i`` (balanced,
+independent of the label), and each subject has its own way of showing each
+class: an offset ``o[s, c]`` ~ N(0, subject_effect^2 I_C) added to the class
+evidence of every modality, ``e_m(i) += o[s_i, y_i]``. A model that has seen a
+subject's rows has learnt where that subject puts each class; on a subject it
+has never seen, the offset is just more noise. So a random split (the same
+subjects in train and test) scores higher than a grouped one: the leak
+``make_synthetic_subjects`` exists to show. The subject draws come from a
+second generator (``default_rng([seed, 1])``), so ``n_subjects=0`` gives the
+very same data as before subjects existed.
 """
 
 from __future__ import annotations
@@ -82,6 +93,8 @@ def make_synthetic(
     noise: float = 1.0,
     kind: str = "vector",
     seed: int = 0,
+    n_subjects: int = 0,
+    subject_effect: float = 0.0,
 ) -> MultimodalDataset:
     """A dataset drawn from the generative model in this module's docstring.
 
@@ -93,6 +106,8 @@ def make_synthetic(
     standard deviation of both the evidence perturbation and the sensor noise.
     Target: (n_samples,) balanced labels 0..n_classes-1. Every modality is
     present. Splits: ``{"train", "test"}`` = ``stratified_split(y, 0.25, seed)``.
+    ``n_subjects`` > 0 adds subject ids (``groups``) and per-subject class offsets of scale
+    ``subject_effect`` (module docstring); the shipped train/test split is then grouped.
 
     Deterministic given the arguments; uses only a generator built from ``seed``.
     """
@@ -116,10 +131,22 @@ def make_synthetic(
     if any(a < 0 for a in gains):
         raise ValueError(f"informativeness must be >= 0, got {gains}")
 
+    if n_subjects < 0 or (n_subjects and n_samples < 2 * n_subjects):
+        raise ValueError(f"n_subjects must be 0 or in [1, n_samples / 2], got {n_subjects}")
+    if subject_effect < 0:
+        raise ValueError(f"subject_effect must be >= 0, got {subject_effect}")
+    subjects, offsets = None, 0.0
+    if n_subjects:
+        subject_rng = np.random.default_rng([seed, 1])
+        subjects = (np.arange(n_samples) % n_subjects)[subject_rng.permutation(n_samples)]
+        per_subject = subject_effect * subject_rng.standard_normal((n_subjects, n_classes, n_classes))
+
     rng = np.random.default_rng(seed)
     # Fixed draw order below: labels, shared perturbation, then per modality.
     y = (np.arange(n_samples) % n_classes)[rng.permutation(n_samples)]
     means = CLASS_SEPARATION * np.eye(n_classes)[y]  # (N, C)
+    if subjects is not None:
+        offsets = per_subject[subjects, y]  # (N, C): subject s_i's own offset for class y_i
     shared = rng.standard_normal((n_samples, n_classes))  # z_i, common to all modalities
     phi = np.sin(np.pi * (np.arange(SEQUENCE_LENGTH) + 0.5) / SEQUENCE_LENGTH)
     phi /= np.linalg.norm(phi)
@@ -128,7 +155,7 @@ def make_synthetic(
     for m, (dim, gain) in enumerate(zip(dim_list, gains)):
         name = f"m{m}"
         own = rng.standard_normal((n_samples, n_classes))  # z_{m,i}
-        evidence = means + noise * (np.sqrt(redundancy) * shared + np.sqrt(1.0 - redundancy) * own)
+        evidence = means + offsets + noise * (np.sqrt(redundancy) * shared + np.sqrt(1.0 - redundancy) * own)
         signal = gain * evidence @ _embedding(rng, dim, n_classes).T  # (N, d_m)
         if kind == "vector":
             x = signal + noise * rng.standard_normal((n_samples, dim))
@@ -141,9 +168,24 @@ def make_synthetic(
         modalities.append(ModalitySpec(name, kind, shape))
 
     spec = DatasetSpec(
-        name="synthetic",
+        name="synthetic" if subjects is None else "synthetic-subjects",
         modalities=tuple(modalities),
         task=TaskSpec("classification", n_classes=n_classes),
     )
-    train, test = stratified_split(y, TEST_FRACTION, seed=seed)
-    return MultimodalDataset(spec, inputs, y.astype(np.int64), splits={"train": train, "test": test})
+    if subjects is None:
+        train, test = stratified_split(y, TEST_FRACTION, seed=seed)
+    else:  # no subject on both sides of the shipped split either
+        from ..splits import _grouped_test
+
+        train, test = _grouped_test(y, subjects, "group", 0, seed, TEST_FRACTION, "group")
+    return MultimodalDataset(spec, inputs, y.astype(np.int64), splits={"train": train, "test": test},
+                             groups=subjects)
+
+
+def make_synthetic_subjects(n_samples: int = 600, n_subjects: int = 12, subject_effect: float = 2.5,
+                            noise: float = 0.5, seed: int = 0, **params) -> MultimodalDataset:
+    """``make_synthetic`` with subjects: 600 rows of 12 subjects (50 each) whose class evidence carries a
+    per-subject, per-class offset of scale 2.5, noise 0.5 (module docstring). Ships group ids, so its default
+    split is grouped; ``--split random`` shows the leak of a split that ignores subjects."""
+    return make_synthetic(n_samples=n_samples, n_subjects=n_subjects, subject_effect=subject_effect, noise=noise,
+                          seed=seed, **params)
