@@ -139,3 +139,26 @@ def test_a_bench_spec_with_a_fold_split_has_a_cell_per_fold_and_seed() -> None:
                        "scenarios: [{protocol: entry, rates: [0.2]}]\nseeds: [0]\n", "g.yaml")
     with pytest.raises(ValueError, match="needs group ids but dataset 'synthetic' has none"):
         expand(plain)
+
+
+@pytest.mark.slow  # 3 folds of a tiny fit from a CSV: ~15 s on the loaded machine
+def test_cli_leave_one_group_out_from_a_csv_prints_each_fold_and_pooled(tmp_path, capsys) -> None:
+    import pandas as pd
+
+    from mlmm.cli import main
+
+    data = make_synthetic_subjects(n_samples=180, n_subjects=3)
+    frame = pd.DataFrame({f"{m}_{j}": data.inputs[m][:, j].numpy() for m in data.inputs for j in range(8)})
+    frame["y"], frame["subject"] = data.labels, [f"s{g}" for g in data.groups]
+    csv = tmp_path / "subjects.csv"
+    frame.to_csv(csv, index=False)
+    argv = ["run", "--data-file", str(csv), "--label", "y", "--group-column", "subject", "--modality", "a=prefix:m0_",
+            "--modality", "b=prefix:m1_", "--method", "zero-fill", "--split", "logo", "--no-subsets",
+            "--epochs", "2", "--patience", "2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "every fold of split logo" in out and "pooled" in out
+    for i, subject in enumerate(["s0", "s1", "s2"]):
+        assert f"logo:{i}" in out and subject in out
+    assert main([*argv[:-9], "--group-column", "nope", "--method", "zero-fill"]) == 2
+    assert "no group column 'nope'" in capsys.readouterr().err

@@ -18,7 +18,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         out_dir=args.out, dataset=args.dataset, rates=parse_floats(args.rates, "--rates"),
         seeds=parse_seeds(args.seeds), split=args.split, methods=methods,
         train=train_config(args), device=args.device, method_params=parse_params(args.param),
-        progress=None if args.no_progress else progress,
+        progress=None if args.no_progress else progress, workers=args.workers,
     )
     print(out.table)
     print(f"\nwrote {out.report_path}, {out.csv_path} and {out.json_path} ({out.seconds:.0f} s)")

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="table columns of a modality: col1,col2 or prefix:b_ (repeat per modality)")
     g.add_argument("--label", help="label column of a table (label key of an .npz)")
     g.add_argument("--split-column", help="table column of per-row split names (train / valid / test)")
+    g.add_argument("--group-column", help="table column of group ids (subject, patient): grouped splits keep each "
+                                          "group on one side, and become the default split")
     g.add_argument("--task", choices=("classification", "regression"), help="default: classification")
     run_p.add_argument("--method", action="append", help="method name (repeat for several; default: every method)")
     run_p.add_argument("--protocol", default="entry", help="missingness protocol (see `mlmm protocols`)")
@@ -51,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     run_p.add_argument("--strength", type=float, help="mnar protocol: spread of per-class rates in [0, 1]")
     run_p.add_argument("--protocol-param", action="append", default=[], metavar="KEY=VALUE",
                      help="any other protocol parameter, e.g. block=5 (burst) or every=4 (asynchronous)")
-    run_p.add_argument("--split", default="fixed", help="fixed (as shipped; tmc for handwritten) or random (seeded 80/20)")
+    run_p.add_argument("--split", default="fixed",
+                       help="fixed (as shipped; tmc for handwritten; grouped for data with group ids), random (seeded "
+                            "80/20), group (no group on two sides), logo (leave one group out: every fold, each "
+                            "and pooled), group-kfold (5 grouped folds); logo:i / group-kfold:i: fold i")
     run_p.add_argument("--seeds", default="0", help="e.g. 0,1,2 or 0-4")
     run_p.add_argument("--no-subsets", action="store_true", help="skip the evaluation on every modality subset")
     run_p.add_argument("--json", action="store_true", help="print JSON (one object per method; a list for several)")
@@ -67,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo_p.add_argument("--rates", default="0,0.3,0.5", help="entry rates, train and test")
     demo_p.add_argument("--seeds", default="0,1,2")
     demo_p.add_argument("--split", default="fixed")
+    demo_p.add_argument("--workers", type=int, help="fits at once, one process and one torch thread each "
+                                                    "(default: one per core; 1 = in this process)")
     demo_p.add_argument("--method", action="append",
                       help="methods to run (default: the four foundation baselines; see --all-methods)")
     demo_p.add_argument("--all-methods", action="store_true", help="run every registered method")

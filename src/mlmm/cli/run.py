@@ -30,6 +30,20 @@ def _experiment_config(args: argparse.Namespace, method: str):
     )
 
 
+def folds_table(result: dict) -> str:
+    """Each fold of a fold split (held-out groups, test rows, accuracy / macro-F1 over seeds) and the pooled row."""
+    from ..report import format_table
+
+    rows = [[f["split"], ",".join(f["held_out_groups"]) or "-", f["n_test"],
+             f"{100 * f['metrics']['accuracy']['mean']:.1f}", f"{100 * f['metrics']['macro_f1']['mean']:.1f}"]
+            for f in result["folds"]]
+    pooled = result["pooled"]
+    rows.append(["pooled (test rows weighted)", "all", sum(f["n_test"] for f in result["folds"]),
+                 f"{100 * pooled['accuracy']['mean']:.1f}", f"{100 * pooled['macro_f1']['mean']:.1f}"])
+    title = f"\n{result['method']}: every fold of split {result['split']} (accuracy / macro-F1 %, mean over seeds)\n"
+    return title + format_table(["fold", "held-out groups", "test rows", "accuracy", "macro-F1"], rows)
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from ..data.registry import load_dataset
     from ..experiment import run_experiment, validate_config
@@ -40,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     options = {}
     if args.data_file:  # flags override the same keys of a mapping file; absent ones leave them
         options = {"modalities": parse_modality_flags(args.modality), "label": args.label,
-                   "split": args.split_column, "task": args.task}
+                   "split": args.split_column, "task": args.task, "groups": args.group_column}
         for flag, key, cast in (("--kind", "kinds", None), ("--vocab-size", "vocab_size", int),
                                 ("--pad-id", "pad_id", int)):
             options[key] = parse_kind_flags(getattr(args, key, None) or [], flag, cast)
@@ -56,7 +70,10 @@ def cmd_run(args: argparse.Namespace) -> None:
     for config in configs:
         validate_config(config, spec)  # protocol, rates and subsets checked before any training
     results = []
-    with progress(len(configs) * len(configs[0].seeds), disable=args.json) as bar:
+    from ..data.splits import fold_splits
+
+    n_folds = len(fold_splits(load_dataset(args.dataset), args.split))  # logo / group-kfold: every fold
+    with progress(len(configs) * len(configs[0].seeds) * n_folds, disable=args.json) as bar:
         for config in configs:
             bar.set_description(config.method)
             results.append(run_experiment(config, on_seed=lambda record: bar.update(1)))
@@ -69,6 +86,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         return
     print(results_table(results))
     for r in results:
+        if "folds" in r:
+            print(folds_table(r))
         if "subsets" in r:
             print(f"\n{r['method']}: every modality subset of the complete test split (trained at rate {r['train_rate']:g})")
             print(subsets_table(r))

@@ -144,7 +144,8 @@ def build_dataset(name: str, arrays: Mapping[str, np.ndarray], target: np.ndarra
                   kinds: Mapping[str, str] | None = None,
                   time_mask: Mapping[str, np.ndarray] | None = None,
                   vocab_size: Mapping[str, int] | None = None,
-                  pad_id: Mapping[str, int] | None = None, source: str | None = None) -> MultimodalDataset:
+                  pad_id: Mapping[str, int] | None = None, source: str | None = None,
+                  groups: np.ndarray | None = None) -> MultimodalDataset:
     """The dataset; ``class_names`` (label i is ``class_names[i]``) is attached as an attribute.
 
     kinds:      modality -> ``vector`` / ``sequence`` / ``image`` / ``text``; an unstated kind is
@@ -152,6 +153,7 @@ def build_dataset(name: str, arrays: Mapping[str, np.ndarray], target: np.ndarra
     vocab_size: text modality -> vocabulary size (the tokenizer's); unstated, it is the largest
                 id + 1, with a warning. pad_id: text modality -> padding id (default 0).
     time_mask:  optional sequence modality -> (N, T) bool observed steps.
+    groups:     optional (N,) group id per row (``MultimodalDataset.groups``).
     """
     source = source or f"dataset {name!r}"
     kinds, vocab_size, pad_id = dict(kinds or {}), dict(vocab_size or {}), dict(pad_id or {})
@@ -177,6 +179,6 @@ def build_dataset(name: str, arrays: Mapping[str, np.ndarray], target: np.ndarra
     else:
         task_spec = TaskSpec("regression", n_outputs=1 if target.ndim == 1 else int(target.shape[1]))
     data = MultimodalDataset(DatasetSpec(name, tuple(mods), task_spec), stored, target, mask, splits=splits,
-                             time_mask=time_mask or None)
+                             time_mask=time_mask or None, groups=groups)
     data.class_names = tuple(class_names) if class_names is not None else None
     return data

@@ -80,7 +80,7 @@ def load_table(path: str | Path, modalities: Mapping[str, str | Sequence[str]], 
                split: str | None = None, availability: Mapping[str, str] | None = None,
                task: str = "classification", name: str | None = None, partial: str = "error",
                kinds: Mapping[str, str] | None = None, vocab_size: Mapping[str, int] | None = None,
-               pad_id: Mapping[str, int] | None = None) -> MultimodalDataset:
+               pad_id: Mapping[str, int] | None = None, groups: str | None = None) -> MultimodalDataset:
     """A CSV / TSV / Parquet table as a dataset of ``vector`` (or ``text``) modalities.
 
     modalities:   modality -> its columns: a list, ``"c1,c2"`` or ``"prefix:b_"``. Mask column j
@@ -97,6 +97,9 @@ def load_table(path: str | Path, modalities: Mapping[str, str | Sequence[str]], 
                   of integer columns only is refused (token ids or counts? say which).
     vocab_size, pad_id: text modality -> the tokenizer's vocabulary size / padding id (see
                   ``build_dataset``).
+    groups:       optional column of group ids (subject, patient, device) -> ``data.groups``: the
+                  grouped splits keep each group on one side (``mlmm.data.splits``), and such data
+                  then splits by group by default. An empty id is an error.
 
     Returns inputs modality -> (N, D) float32 (text: (N, L) int64), mask (N, M) bool, target (N,).
     """
@@ -109,7 +112,7 @@ def load_table(path: str | Path, modalities: Mapping[str, str | Sequence[str]], 
     columns = list(df.columns)
     if len(df) == 0:
         raise ValueError(f"{source}: the table has a header ({len(columns)} columns) but no rows")
-    for col, role in ((label, "label"), (split, "split")):
+    for col, role in ((label, "label"), (split, "split"), (groups, "group")):
         if col is not None and col not in columns:
             raise ValueError(f"{source}: no {role} column {col!r}; columns: {', '.join(map(str, columns))}")
     if not modalities:
@@ -146,8 +149,14 @@ def load_table(path: str | Path, modalities: Mapping[str, str | Sequence[str]], 
         mask[:, j] &= avail
     target, class_names = encode_labels(df[label].to_numpy(), task, f"{source} column {label!r}")
     splits = normalise_split_names(df[split].to_numpy()) if split else None
+    group_ids = None
+    if groups:
+        empty = df[groups].isna().to_numpy()
+        if empty.any():
+            raise ValueError(f"{source}: group column {groups!r} is empty in row {int(np.flatnonzero(empty)[0])}")
+        group_ids = df[groups].astype(str).to_numpy()
     return build_dataset(name or p.stem, arrays, target, mask, task, class_names, splits, kinds,
-                         vocab_size=vocab_size, pad_id=pad_id, source=source)
+                         vocab_size=vocab_size, pad_id=pad_id, source=source, groups=group_ids)
 
 
 def _check_rows(arrays: Mapping[str, Any], keys: Sequence[str], source: str) -> None:

@@ -166,7 +166,7 @@ def parse_kind_flags(items: list[str], flag: str = "--kind", cast: Any = None) -
 
 def resolve_dataset(dataset: str | None = None, data_file: str | Path | None = None, **options: Any) -> str:
     """A registered dataset name: ``dataset`` as is, or ``data_file`` registered as ``file:<stem>``
-    with ``options`` (``modalities``, ``label``, ``split``, ``task``, ``kinds``, ``vocab_size``,
+    with ``options`` (``modalities``, ``label``, ``split``, ``task``, ``kinds``, ``vocab_size``, ``groups``,
     ``pad_id``: see ``load_data_file``; empty ones are left out, so a mapping file's keys stay).
     Exactly one of ``dataset`` and ``data_file`` must be given."""
     if not data_file:
