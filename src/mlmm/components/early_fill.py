@@ -33,8 +33,6 @@ def early_fusion_layout(spec: DatasetSpec) -> ModalitySpec:
     if kinds == {"sequence"} and len(lengths) == 1:
         channels = sum(m.shape[1] for m in spec.modalities) + spec.n_modalities
         return ModalitySpec("early_fusion", "sequence", (lengths.pop(), channels))
-    if "text" in kinds:
-        raise ValueError("early fusion cannot concatenate token ids; use an intermediate-fusion method")
     return ModalitySpec("early_fusion", "vector", (sum(m.size for m in spec.modalities) + spec.n_modalities,))
 
 

@@ -21,20 +21,6 @@ from ..methods.base import MissingModalityModel, Output, mask_column
 from .heads import mlp_head
 from .encoders import PerModalityEncoders
 
-#: Kinds whose inputs are real-valued tensors a decoder can regress.
-GENERATABLE_KINDS = ("vector", "sequence", "image")
-
-
-def check_generatable(spec: DatasetSpec, method: str) -> None:
-    """Raise ``ValueError`` naming the first modality whose kind cannot be generated (text token ids)."""
-    for m in spec.modalities:
-        if m.kind not in GENERATABLE_KINDS:
-            raise ValueError(
-                f"{method} cannot generate modality {m.name!r} of kind {m.kind!r} (token ids are not "
-                f"regressable); it generates only {', '.join(GENERATABLE_KINDS)} modalities"
-            )
-
-
 class FlatDecoder(nn.Module):
     """(B, in_dim) -> (B, *spec.shape): a two-layer MLP whose output is reshaped to the modality.
 
@@ -118,7 +104,6 @@ class GeneratedFillModel(MissingModalityModel, abc.ABC):
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
                  recon_weight: float = 1.0) -> None:
         super().__init__(spec)
-        check_generatable(spec, type(self).__name__)
         if recon_weight < 0:
             raise ValueError(f"recon_weight must be >= 0, got {recon_weight}")
         self.recon_weight = float(recon_weight)

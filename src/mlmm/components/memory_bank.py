@@ -1,6 +1,7 @@
 """A memory bank of standardised training rows, shared by the retrieval methods.
 
-Mixed into a ``MissingModalityModel``: buffers ``bank_x{j}`` (N, *shape_j),
+Mixed into a ``MissingModalityModel``: buffers ``bank_x{j}`` (N, *shape_j; int64 token ids for
+text, float32 otherwise),
 ``bank_mask`` (N, M), ``bank_class`` (N,) and ``bank_rows`` (N,, indices into
 the training split), all saved in ``state_dict``. The bank's size depends on
 the data, so loading resizes the buffers first.
@@ -26,7 +27,9 @@ class TrainingBankMixin:
             raise ValueError(f"bank_size must be >= 1, got {bank_size}")
         self.bank_size, self.bank_seed = int(bank_size), int(bank_seed)
         for j, m in enumerate(self.spec.modalities):
-            self.register_buffer(f"bank_x{j}", torch.zeros(0, *m.shape))
+            # Each modality in its own dtype: token ids stay int64 (float32 would corrupt large ids).
+            self.register_buffer(f"bank_x{j}", torch.zeros(0, *m.shape, dtype=torch.int64 if m.kind == "text"
+                                                            else torch.float32))
         self.register_buffer("bank_mask", torch.zeros(0, self.spec.n_modalities, dtype=torch.bool))
         self.register_buffer("bank_class", torch.zeros(0, dtype=torch.long))
         self.register_buffer("bank_rows", torch.zeros(0, dtype=torch.long))

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..data.batch import Batch
 from ..data.preprocess import Standardizer
-from ..data.spec import DatasetSpec
+from ..data.spec import MODALITY_KINDS, DatasetSpec
 
 CATEGORIES = (
     "modality-composition",
@@ -54,6 +54,9 @@ class MethodInfo:
     #: Where a method with ``recovers_missing`` recovers: "input" (x̂_m, shaped like the
     #: modality) or "embedding" (ẑ_m, (B, D)); None for methods that recover nothing.
     recovery_space: str | None = None
+    #: Modality kinds the method does not take, kind -> why (shown by ``mlmm methods``).
+    #: Building it on a spec holding such a modality is a ``ValueError`` quoting the reason.
+    unsupported_kinds: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:
@@ -62,6 +65,17 @@ class MethodInfo:
             raise ValueError(f"fusion stage {self.fusion!r} is not one of {FUSION_STAGES}")
         if self.recovery_space not in (None, "input", "embedding"):
             raise ValueError(f"recovery_space {self.recovery_space!r} is not None, 'input' or 'embedding'")
+        unknown = sorted(set(self.unsupported_kinds) - set(MODALITY_KINDS))
+        if unknown:
+            raise ValueError(f"unsupported_kinds names {unknown[0]!r}, not a modality kind {MODALITY_KINDS}")
+
+    def check_kinds(self, spec: DatasetSpec, method: str) -> None:
+        """Raise ``ValueError`` naming the first modality of ``spec`` whose kind ``method`` declares
+        it does not take, with the declared reason."""
+        for m in spec.modalities:
+            if m.kind in self.unsupported_kinds:
+                raise ValueError(f"{method} does not take {m.kind} modalities (modality {m.name!r}): "
+                                 f"{self.unsupported_kinds[m.kind]} (declared in its MethodInfo.unsupported_kinds)")
 
     def as_dict(self) -> dict:
         return {
@@ -73,6 +87,7 @@ class MethodInfo:
             "summary": self.summary,
             "deviations": dict(self.deviations),
             "recovery_space": self.recovery_space,
+            "unsupported_kinds": dict(self.unsupported_kinds),
         }
 
 
@@ -149,7 +164,17 @@ class MissingModalityModel(nn.Module):
     - ``forward(batch) -> Output`` reads ``batch.inputs[m]`` only where
       ``batch.mask[:, j]`` is True (poisoned masked-out slots never change
       the output), and in eval mode a sample's output never depends on its
-      batch-mates (no BatchNorm, no batch statistics).
+      batch-mates. What that forbids is statistics *of the current batch* in
+      eval mode (BatchNorm in train mode, a mean or normalisation over the
+      batch axis, attention across samples); what it allows is state learnt in
+      training and frozen at eval — BatchNorm's running statistics in eval mode,
+      so torchvision / timm CNNs work as encoders as they are. The conformance
+      check that decides is the batch-composition check (same sample, other
+      batch-mates, same output). Statistics of the batch *during training*
+      (BatchNorm in train mode, in-batch contrastive or CCA losses) are fine.
+    - A method builds on any modality kind (``vector``, ``sequence``, ``image``,
+      ``text``) unless ``info.unsupported_kinds`` declares the kind with a reason;
+      ``__init__`` then refuses such a spec with that reason.
     - ``loss(batch, output) -> dict`` of named scalar terms; the loop
       optimises their sum. The default is the task loss alone.
     - ``prepare(train, standardizer)`` (optional) sees the standardised
@@ -177,6 +202,9 @@ class MissingModalityModel(nn.Module):
 
     def __init__(self, spec: DatasetSpec) -> None:
         super().__init__()
+        info = getattr(type(self), "info", None)
+        if info is not None:
+            info.check_kinds(spec, getattr(type(self), "method_name", type(self).__name__))
         self.spec = spec
         self.stage = "main"
         #: When True, a recovering method's forward uses a plain fill instead of its recovery.

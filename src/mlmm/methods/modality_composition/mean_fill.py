@@ -25,6 +25,8 @@ class MeanFill(FillEarlyFusion):
         fusion="early",
         recovers_missing=True,
         needs_complete_train=False,
+        unsupported_kinds={"text": "early fusion concatenates and fills raw inputs as numbers, and token ids are "
+                                   "categories, not numbers (use an intermediate fusion, e.g. product-of-experts)"},
         paper="Mean imputation (Zhang et al., survey Sec. 2.1.1; CPM-Nets' FeatConcat baseline)",
         summary="missing modality filled with its training mean over present samples, mask indicators, early fusion",
     )

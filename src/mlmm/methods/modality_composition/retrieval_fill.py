@@ -93,6 +93,8 @@ class RetrievalFill(TrainingBankMixin, FillEarlyFusion):
         recovers_missing=True,
         recovery_space="input",
         needs_complete_train=False,
+        unsupported_kinds={"text": "early fusion concatenates and fills raw inputs as numbers, and token ids are "
+                                   "categories, not numbers (use an intermediate fusion, e.g. product-of-experts)"},
         paper="Retrieval-based modality composition (survey Sec. 2.1.1): same-class training samples / "
               "k-nearest neighbours on the available modalities fill the missing modality",
         summary="missing x_m filled with a random same-class training row's x_m (train) or the mean of the "

@@ -27,6 +27,8 @@ class ZeroFill(FillEarlyFusion):
         fusion="early",
         recovers_missing=True,
         needs_complete_train=False,
+        unsupported_kinds={"text": "early fusion concatenates and fills raw inputs as numbers, and token ids are "
+                                   "categories, not numbers (use an intermediate fusion, e.g. product-of-experts)"},
         paper="Zero imputation, the common baseline (e.g. Ma et al., SMIL, AAAI 2021; survey Sec. 2.1.1)",
         summary="missing modality filled with raw zeros, mask indicators appended, early fusion MLP/TCN",
     )

@@ -51,6 +51,8 @@ class IndividualGenerators(GeneratedFillModel):
         fusion="intermediate",
         recovers_missing=True,
         needs_complete_train=False,
+        unsupported_kinds={"text": "it generates missing modalities in input space by regression, and token ids "
+                                   "cannot be regressed (use an intermediate fusion, e.g. product-of-experts)"},
         paper="Individual modality generation (survey Sec. 2.1.2; e.g. Tran et al., CVPR 2017; "
               "Cai et al., KDD 2018): one generator per target modality",
         summary="per-target MLP generator from the masked mean of the other modalities' encodings, trained on "

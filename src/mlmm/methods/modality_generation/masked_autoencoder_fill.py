@@ -55,6 +55,8 @@ class MaskedAutoencoderFill(GeneratedFillModel):
         fusion="intermediate",
         recovers_missing=True,
         needs_complete_train=False,
+        unsupported_kinds={"text": "it generates missing modalities in input space by regression, and token ids "
+                                   "cannot be regressed (use an intermediate fusion, e.g. product-of-experts)"},
         paper="Unified modality generation by a multimodal masked autoencoder (survey Sec. 2.1.2; MAE, He et "
               "al., CVPR 2022; modality-level masking as in M3AE, Geng et al., 2022 and ActionMAE, AAAI 2023)",
         summary="modality tokens ([MASK] for missing) -> transformer -> per-modality decoders regress every input; "

@@ -68,6 +68,8 @@ class CrossPartialMultiViewNets(TrainingRowLookup, MissingModalityModel):
         fusion="intermediate",
         recovers_missing=False,
         needs_complete_train=False,
+        unsupported_kinds={"text": "every modality is reconstructed from the latent by regression, and token ids "
+                                   "cannot be regressed"},
         paper="CPM-Nets: Zhang et al., CPM-Nets: Cross Partial Multi-View Networks, NeurIPS 2019 "
               "(TPAMI 2020, Deep Partial Multi-View Learning); survey Sec. 3.3",
         summary="TRANSDUCTIVE: no encoder; a free latent per training sample fitted by masked reconstruction "
@@ -81,9 +83,6 @@ class CrossPartialMultiViewNets(TrainingRowLookup, MissingModalityModel):
         super().__init__(spec)
         if spec.task.kind != "classification":
             raise ValueError("cpm-nets classifies by class-mean similarity; it needs a classification task")
-        text = [m.name for m in spec.modalities if m.kind == "text"]
-        if text:
-            raise ValueError(f"cpm-nets reconstructs float inputs; modality {text[0]!r} holds token ids")
         if fit_steps < 0 or fit_lr <= 0 or not 0 <= fit_momentum < 1 or latent_scale <= 0:
             raise ValueError(f"need fit_steps >= 0, fit_lr > 0, 0 <= fit_momentum < 1, latent_scale > 0; got "
                              f"{fit_steps}, {fit_lr}, {fit_momentum}, {latent_scale}")
