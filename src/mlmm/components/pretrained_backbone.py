@@ -185,3 +185,57 @@ class FrozenBackbone(nn.Module):
         finally:
             self._prompts = None
         return out.last_hidden_state
+
+
+@functools.lru_cache(maxsize=2)
+def _load_reader_template(path: str) -> nn.Module:
+    """The base model at ``path`` *with* its token-embedding table (float32, eval, frozen), once
+    per process; callers deep-copy it."""
+    from transformers import AutoModel
+
+    with _offline_quiet(), torch.random.fork_rng(devices=[]):
+        try:
+            model = AutoModel.from_pretrained(path, local_files_only=True)
+        except Exception as err:
+            raise ValueError(f"backbone path {path!r} could not be loaded as a Hugging Face model "
+                             f"offline: {type(err).__name__}: {err}") from err
+    return model.float().eval().requires_grad_(False)
+
+
+class FrozenTextReader(nn.Module):
+    """A frozen pretrained transformer reading token ids: (B, L) int64 -> (B, H), the mean of
+    its last hidden states over the non-padding tokens (sentence-transformers' pooling, which
+    all-MiniLM-L6-v2 was trained with). A row of padding only gives zeros.
+
+    The ids must come from the backbone's own tokenizer: ``vocab_size`` (the text modality's,
+    from its ``ModalitySpec``) must equal the model's, or construction is a ``ValueError``.
+    Frozen and always in eval mode; nothing here trains.
+    """
+
+    def __init__(self, backbone: str | os.PathLike | None, vocab_size: int | None, pad_id: int = 0,
+                 modality: str = "text") -> None:
+        super().__init__()
+        path = resolve_backbone(backbone)
+        try:
+            import transformers  # noqa: F401
+        except ImportError as err:
+            raise MissingExtraError(f"reading text with a pretrained backbone needs transformers; {_EXTRA_HINT}") from err
+        self.model = copy.deepcopy(_load_reader_template(str(path)))
+        expected = int(self.model.config.vocab_size)
+        if vocab_size != expected:
+            raise ValueError(f"text modality {modality!r} has vocab_size {vocab_size}, but backbone {str(path)!r} "
+                             f"reads {expected} token ids: tokenise with the backbone's own tokenizer "
+                             f"({path / 'tokenizer.json'}) and give vocab_size={expected}")
+        self.pad_id = int(pad_id)
+        self.hidden_size = int(self.model.config.hidden_size)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> "FrozenTextReader":
+        return super().train(False)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        attention = ids != self.pad_id  # (B, L)
+        with torch.no_grad():
+            hidden = self.model(input_ids=ids, attention_mask=attention.long()).last_hidden_state  # (B, L, H)
+        weights = attention.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)

@@ -14,9 +14,14 @@ from ..methods.base import MissingModalityModel
 from .heads import mlp_head
 from .pooling import masked_mean
 from .encoders import PerModalityEncoders
-from .pretrained_backbone import FrozenBackbone
+from .pretrained_backbone import FrozenBackbone, FrozenTextReader
 
 POOLS = ("cls", "mean")
+#: How a text modality becomes a soft token: "backbone" — the frozen backbone reads the token ids
+#: (they must be its tokenizer's: the modality's vocab_size must equal the backbone's); "embeddings"
+#: — the default trainable text encoder (bag of embeddings); "auto" — "backbone" when the vocabulary
+#: sizes match, else "embeddings".
+TEXT_READERS = ("auto", "backbone", "embeddings")
 
 
 class SoftTokenTransformer(MissingModalityModel):
@@ -31,17 +36,32 @@ class SoftTokenTransformer(MissingModalityModel):
 
     Trainable: projections, summary token, head (and the subclass's prompts); the
     backbone is frozen and always in eval mode.
+
+    A text modality's token (``text_reader``, see ``TEXT_READERS``): with "backbone" (or "auto"
+    when its ``vocab_size`` is the backbone's), the frozen backbone reads the caption's token ids
+    (mean of its last hidden states over non-padding tokens) and a trainable linear map makes
+    the soft token, so "MiniLM reads my captions" holds; otherwise the kind's default encoder.
     """
 
     def __init__(self, spec: DatasetSpec, backbone: str | os.PathLike | None = None, pool: str = "cls",
-                 hidden: int | None = None, head_hidden: int = 128, dropout: float = 0.1) -> None:
+                 hidden: int | None = None, head_hidden: int = 128, dropout: float = 0.1,
+                 text_reader: str = "auto") -> None:
         super().__init__(spec)
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+        if text_reader not in TEXT_READERS:
+            raise ValueError(f"text_reader must be one of {TEXT_READERS}, got {text_reader!r}")
         self.pool = pool
         self.backbone = FrozenBackbone(backbone)
         width = self.backbone.hidden_size
         self.projections = PerModalityEncoders(spec, width, hidden=hidden, dropout=dropout)
+        vocab = int(self.backbone.model.config.vocab_size)
+        for m in spec.modalities:
+            if m.kind == "text" and (text_reader == "backbone" or text_reader == "auto" and m.vocab_size == vocab):
+                # The caption's token ids read by the frozen backbone itself (mean of its last hidden
+                # states), then one trainable linear map to the soft token.
+                reader = FrozenTextReader(backbone, m.vocab_size, m.pad_id, m.name)
+                self.projections.encoders[m.name] = nn.Sequential(reader, nn.Linear(reader.hidden_size, width))
         self.summary = nn.Parameter(0.02 * torch.randn(width))
         self.head = mlp_head(width, spec.task.output_dim, hidden=head_hidden, dropout=dropout)
 

@@ -32,7 +32,9 @@ class FrozenBackboneTokens(SoftTokenTransformer):
 
     Parameters: ``backbone`` (None / "minilm" or a local directory), ``pool`` ("mean" or
     "cls"), ``hidden`` (projection MLP width, per modality kind's default if None),
-    ``head_hidden``, ``dropout`` (projections and head).
+    ``head_hidden``, ``dropout`` (projections and head), ``text_reader`` ("auto": a text
+    modality tokenised by the backbone's tokenizer is read by the frozen backbone itself;
+    see ``TEXT_READERS``).
     """
 
     info = MethodInfo(
@@ -47,9 +49,10 @@ class FrozenBackboneTokens(SoftTokenTransformer):
     )
 
     def __init__(self, spec: DatasetSpec, backbone: str | os.PathLike | None = None, pool: str = "mean",
-                 hidden: int | None = None, head_hidden: int = 128, dropout: float = 0.1) -> None:
+                 hidden: int | None = None, head_hidden: int = 128, dropout: float = 0.1,
+                 text_reader: str = "auto") -> None:
         super().__init__(spec, backbone=backbone, pool=pool, hidden=hidden, head_hidden=head_hidden,
-                         dropout=dropout)
+                         dropout=dropout, text_reader=text_reader)
 
     def forward(self, batch: Batch) -> Output:
         return Output(self.head(self.encode(batch)))

@@ -54,7 +54,8 @@ class MissingAwarePrompts(SoftTokenTransformer):
     Parameters: ``prompt_length`` P (official 16 next to ~185 ViLT tokens; default 4 here
     next to M + 1 content tokens, which also keeps a CPU epoch affordable), ``prompt_layers`` L (default: half of
     the backbone's layers, rounded up, as the official 6 of 12), ``prompt_sets``,
-    ``backbone``, ``pool``, ``hidden``, ``head_hidden``, ``dropout``.
+    ``backbone``, ``pool``, ``hidden``, ``head_hidden``, ``dropout``, ``text_reader`` ("auto":
+    a text modality tokenised by the backbone's tokenizer is read by the frozen backbone itself).
     """
 
     info = MethodInfo(
@@ -70,9 +71,10 @@ class MissingAwarePrompts(SoftTokenTransformer):
 
     def __init__(self, spec: DatasetSpec, backbone: str | os.PathLike | None = None, prompt_length: int = 4,
                  prompt_layers: int | None = None, prompt_sets: str = "modality", pool: str = "cls",
-                 hidden: int | None = None, head_hidden: int = 128, dropout: float = 0.1) -> None:
+                 hidden: int | None = None, head_hidden: int = 128, dropout: float = 0.1,
+                 text_reader: str = "auto") -> None:
         super().__init__(spec, backbone=backbone, pool=pool, hidden=hidden, head_hidden=head_hidden,
-                         dropout=dropout)
+                         dropout=dropout, text_reader=text_reader)
         n_layers = self.backbone.n_layers
         layers = math.ceil(n_layers / 2) if prompt_layers is None else int(prompt_layers)
         if not 1 <= layers <= n_layers:
