@@ -14,6 +14,7 @@ from ..base import MethodInfo, MissingModalityModel, Output
 from ...components.factorised import FactorisedFusion
 from ...components.heads import mlp_head
 from ...components.encoders import PerModalityEncoders
+from ...components.unimodal_members import member_cross_entropy, member_logits
 from ..registry import register_method
 
 
@@ -50,8 +51,7 @@ class MarginalisedLateEnsemble(FactorisedFusion, MissingModalityModel):
     # x_m alone: all-subsets evaluation then re-runs only the masked average per subset.
     def encode_modalities(self, batch: Batch) -> Tensor:
         """(B, M, C) member logits f_m(E_m(x_m)) (values at missing slots are ignored)."""
-        z = self.encoders(batch)  # (B, M, D)
-        return torch.stack([head(z[:, j]) for j, head in enumerate(self.heads)], dim=1)
+        return member_logits(self.encoders, self.heads, batch)
 
     def fuse_embeddings(self, member_logits: Tensor, mask: Tensor) -> Output:
         """member_logits (B, M, C), mask (B, M) -> log of the mean present member probability (B, C)."""
@@ -67,10 +67,4 @@ class MarginalisedLateEnsemble(FactorisedFusion, MissingModalityModel):
         return Output(fused, aux={"member_logits": member_logits})
 
     def loss(self, batch: Batch, output: Output) -> dict[str, Tensor]:
-        member_logits = output.aux["member_logits"]
-        b, m, c = member_logits.shape
-        per_entry = F.cross_entropy(
-            member_logits.reshape(b * m, c), batch.target.repeat_interleave(m), reduction="none"
-        ).reshape(b, m)
-        present = batch.mask.to(per_entry.dtype)
-        return {"members": (per_entry * present).sum() / present.sum().clamp_min(1.0)}
+        return {"members": member_cross_entropy(output.aux["member_logits"], batch.target, batch.mask)}

@@ -8,15 +8,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...components.encoders import PerModalityEncoders
+from ...components.factorised import FactorisedFusion
+from ...components.heads import mlp_head
+from ...components.unimodal_members import member_cross_entropy, member_logits
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, Output
+from ..base import MethodInfo, MissingModalityModel, Output
 from ..registry import register_method
-from .late_ensemble import MarginalisedLateEnsemble
 
 
 @register_method("product-of-experts")
-class ReliabilityWeightedExperts(MarginalisedLateEnsemble):
+class ReliabilityWeightedExperts(FactorisedFusion, MissingModalityModel):
     """Late fusion that weighs each present modality by a learned reliability.
 
     Member m is a unimodal classifier, log p_m = log_softmax(f_m(E_m(x_m))) (B, M, C), trained by
@@ -46,12 +49,24 @@ class ReliabilityWeightedExperts(MarginalisedLateEnsemble):
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
                  fusion_weight: float = 1.0) -> None:
-        super().__init__(spec, embed_dim=embed_dim, hidden=hidden, dropout=dropout)
+        super().__init__(spec)
+        if spec.task.kind != "classification":
+            raise ValueError("product-of-experts multiplies class probabilities; it needs a classification task")
         if fusion_weight < 0:
             raise ValueError(f"fusion_weight must be >= 0, got {fusion_weight}")
         self.fusion_weight = float(fusion_weight)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
+        self.heads = nn.ModuleList(
+            mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout) for _ in spec.modalities
+        )
         # softplus(ρ) = 1 at start: the plain product of experts.
         self.reliability_logit = nn.Parameter(torch.full((spec.n_modalities,), math.log(math.e - 1.0)))
+
+    # forward = fuse_embeddings(encode_modalities(batch), mask) (FactorisedFusion): member m's
+    # logits depend on x_m alone, so all-subsets evaluation re-runs only the weighted sum.
+    def encode_modalities(self, batch: Batch) -> Tensor:
+        """(B, M, C) member logits f_m(E_m(x_m)) (values at missing slots are ignored)."""
+        return member_logits(self.encoders, self.heads, batch)
 
     def reliability(self) -> Tensor:
         """(M,) positive weights r_m."""
@@ -70,7 +85,7 @@ class ReliabilityWeightedExperts(MarginalisedLateEnsemble):
         return Output(self._fuse(member_logits, mask), aux={"member_logits": member_logits})
 
     def loss(self, batch: Batch, output: Output) -> dict[str, Tensor]:
-        terms = super().loss(batch, output)  # members: masked unimodal cross-entropy
+        terms = {"members": member_cross_entropy(output.aux["member_logits"], batch.target, batch.mask)}
         fused = self._fuse(output.aux["member_logits"].detach(), batch.mask)
         terms["fusion"] = self.fusion_weight * F.cross_entropy(fused, batch.target)
         return terms
