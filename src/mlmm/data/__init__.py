@@ -1,7 +1,7 @@
 """Data layer: specs, the Batch contract, datasets, preprocessing, splits, bundled data."""
 
 from .base import MultimodalDataset, stratified_split
-from .batch import Batch, validate_batch
+from .batch import Batch, collate, make_batch, validate_batch
 from .preprocess import Standardizer
 from .registry import DATASETS, dataset_infos, load_dataset
 from .spec import DatasetSpec, ModalitySpec, TaskSpec
@@ -9,5 +9,5 @@ from .splits import make_splits
 
 __all__ = [
     "DATASETS", "Batch", "DatasetSpec", "ModalitySpec", "MultimodalDataset", "Standardizer", "TaskSpec",
-    "dataset_infos", "load_dataset", "make_splits", "stratified_split", "validate_batch",
+    "collate", "dataset_infos", "load_dataset", "make_batch", "make_splits", "stratified_split", "validate_batch",
 ]

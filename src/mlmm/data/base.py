@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.utils.data
 from torch import Tensor
 
-from .batch import Batch, validate_batch, zero_masked
+from .batch import Batch, collate, nonfinite_as_missing, validate_batch, zero_masked
 from .spec import DatasetSpec
 from .timemask import apply_time_mask, check_time_mask, select_time_mask
 
 
-class MultimodalDataset:
+class MultimodalDataset(torch.utils.data.Dataset):
     """An in-memory multimodal dataset, validated once at construction.
 
     inputs: modality -> array (N, *shape); NaN is allowed only where ``mask`` is False.
@@ -22,7 +23,8 @@ class MultimodalDataset:
             ``vocab_size``; a text row of nothing but ``pad_id`` counts as missing.
     mask:   (N, M) bool, the *natural* availability (real data arrives incomplete);
             ``None`` means every entry is present.
-    target: (N,) integer labels (classification) or (N,)/(N, K) floats (regression).
+    target: (N,) integer labels (classification) or (N,)/(N, K) floats (regression); ``None``
+            for new data to predict (no labels: ``target`` is None, ``len`` counts rows).
     splits: split name -> row indices into this dataset (e.g. ``{"train": ..., "test": ...}``).
     time_mask: optional sequence modality -> (N, T) bool observed time steps (``None``: every
             step observed). A modality with no observed step counts as missing (the mask is
@@ -33,20 +35,33 @@ class MultimodalDataset:
             ``mlmm.data.splits`` never put one group on both sides, and the ``systematic``
             protocol draws its missingness per group from the same ids.
 
+    nonfinite: NaN/inf in a *present* entry is an error naming the sample and modality
+            (``"error"``, the default) or makes that entry missing (``"missing"``).
+    class_names: optional names of the classes (label i is ``class_names[i]``), set by the
+            file loaders; ``FittedModel.predict`` returns these names.
+
     Masked-out slots are stored as zeros, so every batch drawn from here honours
     the ``Batch`` contract without further checks.
+
+    It is a map-style ``torch.utils.data.Dataset``: ``data[i]`` is one sample as a dict
+    (``inputs``: modality -> (*shape) tensor, ``mask``: (M,) bool, ``target``: label or
+    absent, ``index``: int), and ``collate`` (or ``mlmm.data.collate``) stacks a list of
+    them into a ``Batch``, so ``DataLoader(data, batch_size=64, shuffle=True,
+    collate_fn=data.collate)`` works without copying the data.
     """
 
     def __init__(
         self,
         spec: DatasetSpec,
         inputs: Mapping[str, np.ndarray | Tensor],
-        target: np.ndarray | Tensor,
+        target: np.ndarray | Tensor | None,
         mask: np.ndarray | Tensor | None = None,
         splits: Mapping[str, np.ndarray] | None = None,
         _validated: bool = False,
         time_mask: Mapping[str, np.ndarray | Tensor] | None = None,
         groups: np.ndarray | Tensor | list | None = None,
+        class_names: Sequence[str] | None = None,
+        nonfinite: str = "error",
     ) -> None:
         self.spec = spec
         names = spec.modality_names
@@ -56,7 +71,7 @@ class MultimodalDataset:
         for name in names:
             if name not in inputs:
                 raise ValueError(f"dataset {spec.name!r}: no array given for modality {name!r}")
-        n = len(target)
+        n = self._n_rows(spec, inputs, target)
         tensors = {m.name: _stored(m, inputs[m.name]) for m in spec.modalities}
         mask_t = torch.ones(n, len(names), dtype=torch.bool) if mask is None else torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask)
         if mask_t.dtype != torch.bool:
@@ -66,16 +81,10 @@ class MultimodalDataset:
         for m in spec.modalities:
             if tensors[m.name].shape[0] != n:
                 raise ValueError(
-                    f"modality {m.name!r} has {tensors[m.name].shape[0]} rows but there are {n} labels"
+                    f"modality {m.name!r} has {tensors[m.name].shape[0]} rows but there are {n} "
+                    + ("labels" if target is not None else f"rows of modality {names[0]!r}")
                 )
-        target_t = torch.as_tensor(np.asarray(target) if not isinstance(target, Tensor) else target)
-        if spec.task.kind == "classification":
-            if target_t.dtype.is_floating_point:
-                if not torch.equal(target_t, target_t.round()):
-                    raise ValueError("classification labels must be integers")
-            target_t = target_t.to(torch.long)
-        else:
-            target_t = target_t.to(torch.float32)
+        target_t = None if target is None else _as_target(target, spec)
         time_t = None
         if time_mask is not None:
             time_t = {k: torch.as_tensor(np.asarray(v) if not isinstance(v, Tensor) else v) for k, v in time_mask.items()}
@@ -84,12 +93,20 @@ class MultimodalDataset:
             if time_t is not None:
                 tensors, mask_t = apply_time_mask(tensors, mask_t, time_t, spec)
             mask_t = padding_as_missing(tensors, mask_t, spec)
+            if nonfinite == "missing":
+                mask_t = nonfinite_as_missing(Batch(tensors, mask_t), spec).mask
+            elif nonfinite != "error":
+                raise ValueError(f"nonfinite must be 'error' or 'missing', got {nonfinite!r}")
             # NaN in a masked-out slot is how many real files mark absence: zero it.
             tensors = zero_masked(tensors, mask_t, spec)
             validate_batch(Batch(tensors, mask_t, target_t, time_t), spec)
         self.inputs: dict[str, Tensor] = tensors
         self.mask: Tensor = mask_t
-        self.target: Tensor = target_t
+        self.target: Tensor | None = target_t
+        self.class_names: tuple[str, ...] | None = None if class_names is None else tuple(str(c) for c in class_names)
+        if self.class_names is not None and spec.task.kind == "classification" \
+                and len(self.class_names) != spec.task.n_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {spec.task.n_classes} classes")
         self.time_mask: dict[str, Tensor] | None = time_t
         self.groups: np.ndarray | None = _groups(groups, n, spec.name)
         self.splits: dict[str, np.ndarray] = {}
@@ -99,12 +116,51 @@ class MultimodalDataset:
                 raise ValueError(f"split {split_name!r} indexes rows outside [0, {n})")
             self.splits[split_name] = idx
 
+    @staticmethod
+    def _n_rows(spec: DatasetSpec, inputs: Mapping[str, np.ndarray | Tensor], target) -> int:
+        if target is not None:
+            return len(target)
+        return len(inputs[spec.modality_names[0]])
+
     def __len__(self) -> int:
-        return int(self.target.shape[0])
+        return int(self.mask.shape[0])
+
+    @property
+    def has_labels(self) -> bool:
+        return self.target is not None
 
     @property
     def labels(self) -> np.ndarray:
+        if self.target is None:
+            raise ValueError(f"dataset {self.spec.name!r} has no labels (it was built with target=None)")
         return self.target.numpy()
+
+    def __getitem__(self, i: int) -> dict:
+        """Sample ``i`` as a dict: ``inputs`` modality -> (*shape) tensor (views, no copy),
+        ``mask`` (M,) bool, ``index`` its row, ``target`` where the data has labels,
+        ``time_mask`` modality -> (T,) bool where the data has one. ``collate`` inverts it."""
+        i = int(i)
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"sample {i} is out of range for {len(self)} samples")
+        i %= len(self)
+        item = {"inputs": {k: v[i] for k, v in self.inputs.items()}, "mask": self.mask[i], "index": i}
+        if self.target is not None:
+            item["target"] = self.target[i]
+        if self.time_mask is not None:
+            item["time_mask"] = {k: v[i] for k, v in self.time_mask.items()}
+        return item
+
+    @staticmethod
+    def collate(items: Sequence[dict]) -> Batch:
+        """A list of ``data[i]`` dicts -> one ``Batch`` (B = len(items)); see ``mlmm.data.collate``."""
+        return collate(items)
+
+    def loader(self, batch_size: int = 128, shuffle: bool = False, **kwargs) -> "torch.utils.data.DataLoader":
+        """``torch.utils.data.DataLoader`` over this dataset yielding ``Batch`` objects
+        (``kwargs`` go to the DataLoader, e.g. ``generator=`` for a seeded shuffle)."""
+        from torch.utils.data import DataLoader
+
+        return DataLoader(self, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, **kwargs)
 
     def as_batch(self) -> Batch:
         return Batch(self.inputs, self.mask, self.target, self.time_mask)
@@ -115,11 +171,12 @@ class MultimodalDataset:
         return MultimodalDataset(
             self.spec,
             {k: v[idx] for k, v in self.inputs.items()},
-            self.target[idx],
+            None if self.target is None else self.target[idx],
             self.mask[idx],
             _validated=True,
             time_mask=select_time_mask(self.time_mask, idx),
             groups=None if self.groups is None else self.groups[idx.numpy()],
+            class_names=self.class_names,
         )
 
     def split(self, name: str) -> "MultimodalDataset":
@@ -135,7 +192,7 @@ class MultimodalDataset:
             raise ValueError(f"mask must be bool of shape {tuple(self.mask.shape)}, got {mask_t.dtype} {tuple(mask_t.shape)}")
         batch = self.as_batch().with_mask(mask_t)
         return MultimodalDataset(self.spec, batch.inputs, self.target, batch.mask, splits=self.splits, _validated=True,
-                                 time_mask=self.time_mask, groups=self.groups)
+                                 time_mask=self.time_mask, groups=self.groups, class_names=self.class_names)
 
     def with_time_mask(self, time_mask: Mapping[str, np.ndarray | Tensor]) -> "MultimodalDataset":
         """Same rows with observed steps narrowed to ``time_mask & self.time_mask``
@@ -144,7 +201,7 @@ class MultimodalDataset:
         time_t = {k: torch.as_tensor(np.asarray(v) if not isinstance(v, Tensor) else v) for k, v in time_mask.items()}
         batch = self.as_batch().with_time_mask(time_t, self.spec)
         return MultimodalDataset(self.spec, batch.inputs, self.target, batch.mask, splits=self.splits, _validated=True,
-                                 time_mask=batch.time_mask, groups=self.groups)
+                                 time_mask=batch.time_mask, groups=self.groups, class_names=self.class_names)
 
 
 def _groups(groups, n: int, name: str) -> np.ndarray | None:

@@ -20,7 +20,7 @@ marking padding (``ModalitySpec``).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -112,13 +112,27 @@ class Batch:
 
 
 def make_batch(spec: DatasetSpec, inputs: Mapping[str, Tensor], mask: Tensor, target: Tensor | None = None,
-               time_mask: Mapping[str, Tensor] | None = None) -> Batch:
-    """A validated ``Batch`` with inputs put in the spec's modality order (mask-column order)."""
+               time_mask: Mapping[str, Tensor] | None = None, nonfinite: str = "error") -> Batch:
+    """A validated ``Batch`` with inputs put in the spec's modality order (mask-column order).
+
+    Masked-out slots may hold anything (NaN is how files mark absence): they are zeroed.
+    ``nonfinite``: what NaN/inf in a *present* entry does — ``"error"`` (default: a
+    ``ValueError`` naming the sample and modality) or ``"missing"`` (that modality becomes
+    missing for that sample; see ``nonfinite_as_missing``).
+    """
     unknown = sorted(set(inputs) - set(spec.modality_names))
     if unknown:
         raise ValueError(f"unknown modality {unknown[0]!r}; dataset {spec.name!r} has {', '.join(spec.modality_names)}")
     ordered = {name: inputs[name] for name in spec.modality_names if name in inputs}
+    if len(ordered) == spec.n_modalities and isinstance(mask, Tensor) and mask.dtype == torch.bool \
+            and mask.dim() == 2 and mask.shape[1] == spec.n_modalities \
+            and all(isinstance(x, Tensor) and x.dim() >= 1 and x.shape[0] == mask.shape[0] for x in ordered.values()):
+        ordered = zero_masked(ordered, mask, spec)  # shapes are checked by validate_batch below
     batch = Batch(ordered, mask, target, time_mask)
+    if nonfinite == "missing":
+        batch = nonfinite_as_missing(batch, spec)
+    elif nonfinite != "error":
+        raise ValueError(f"nonfinite must be 'error' or 'missing', got {nonfinite!r}")
     validate_batch(batch, spec)
     return batch
 
@@ -126,6 +140,40 @@ def make_batch(spec: DatasetSpec, inputs: Mapping[str, Tensor], mask: Tensor, ta
 def float_values(x: Tensor) -> Tensor:
     """An image stored as uint8 (0..255) as float32 in [0, 1]; any other tensor unchanged."""
     return x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x
+
+
+def nonfinite_as_missing(batch: Batch, spec: DatasetSpec) -> Batch:
+    """The batch with every (sample, modality) holding NaN/inf marked missing (mask False,
+    values zeroed). Text (integer ids) cannot hold NaN and is left alone. A sample left with
+    no modality is still rejected by ``validate_batch``."""
+    keep = batch.mask.clone()
+    for j, m in enumerate(spec.modalities):
+        x = batch.inputs[m.name]
+        if x.dtype.is_floating_point:
+            keep[:, j] &= torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+    if torch.equal(keep, batch.mask):
+        return batch
+    inputs = zero_masked(batch.inputs, keep, spec)
+    return Batch(inputs, keep, batch.target, batch.time_mask)
+
+
+def collate(items: Sequence[Mapping]) -> Batch:
+    """Stack per-sample dicts (``MultimodalDataset[i]``: ``inputs``, ``mask``, optional
+    ``target``, ``time_mask``, ``index``) into one ``Batch``: inputs (B, *shape), mask (B, M),
+    ``index`` (B,) each sample's row in its dataset (methods with per-row training state use it).
+    Nothing is validated again (the dataset validated its rows once). The ``collate_fn`` for
+    ``torch.utils.data.DataLoader`` over a ``MultimodalDataset``."""
+    if not items:
+        raise ValueError("collate needs at least one sample")
+    first = items[0]
+    inputs = {k: torch.stack([it["inputs"][k] for it in items]) for k in first["inputs"]}
+    mask = torch.stack([it["mask"] for it in items])
+    target = torch.stack([torch.as_tensor(it["target"]) for it in items]) if "target" in first else None
+    time_mask = None
+    if first.get("time_mask") is not None:
+        time_mask = {k: torch.stack([it["time_mask"][k] for it in items]) for k in first["time_mask"]}
+    index = torch.as_tensor([int(it["index"]) for it in items], dtype=torch.long) if "index" in first else None
+    return Batch(inputs, mask, target, time_mask, index=index)
 
 
 def zero_masked(inputs: Mapping[str, Tensor], mask: Tensor, spec: DatasetSpec) -> dict[str, Tensor]:
@@ -189,7 +237,8 @@ def validate_batch(batch: Batch, spec: DatasetSpec, *, allow_empty_samples: bool
             bad = ~torch.isfinite(flat[present]).all(dim=1)
             if bad.any():
                 row = int(torch.nonzero(present).flatten()[bad][0])
-                raise ValueError(f"modality {m.name!r}: NaN or inf in a present entry (sample {row})")
+                raise ValueError(f"modality {m.name!r}: NaN or inf in a present entry (sample {row}); mark it "
+                             "missing in the mask, or pass nonfinite='missing' to treat such entries as missing")
         leak = (flat[~present] != 0).any(dim=1)
         if leak.any():
             row = int(torch.nonzero(~present).flatten()[leak][0])

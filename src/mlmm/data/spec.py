@@ -6,10 +6,31 @@ carries shapes without the batch dimension and nothing data-dependent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
 
 MODALITY_KINDS = ("vector", "sequence", "image", "text")
 TASK_KINDS = ("classification", "regression")
+
+
+def _json_value(value: Any) -> Any:
+    """Tuples -> lists, recursively: JSON has no tuple (``from_dict`` turns them back)."""
+    if isinstance(value, (tuple, list)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    return value
+
+
+def _fields_from(cls: type, data: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """Keyword arguments of dataclass ``cls`` from a ``to_dict`` mapping; unknown keys are an error."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{what}: expected a mapping, got {type(data).__name__}")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{what}: unknown field {unknown[0]!r} (known: {', '.join(sorted(names))})")
+    return dict(data)
 
 
 @dataclass(frozen=True)
@@ -59,6 +80,17 @@ class ModalitySpec:
         object.__setattr__(self, "vocab_size", None if self.vocab_size is None else int(self.vocab_size))
         object.__setattr__(self, "pad_id", int(self.pad_id))
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe fields (``ModalitySpec.from_dict`` inverts it)."""
+        return {f.name: _json_value(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModalitySpec":
+        kwargs = _fields_from(cls, data, f"modality {data.get('name', '?')!r}" if isinstance(data, Mapping) else "modality")
+        if "shape" in kwargs:
+            kwargs["shape"] = tuple(kwargs["shape"])
+        return cls(**kwargs)
+
     @property
     def size(self) -> int:
         """Number of scalars in one sample of this modality."""
@@ -84,6 +116,14 @@ class TaskSpec:
         if self.kind == "classification" and (self.n_classes is None or self.n_classes < 2):
             raise ValueError("a classification task needs n_classes >= 2")
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe fields (``TaskSpec.from_dict`` inverts it)."""
+        return {f.name: _json_value(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TaskSpec":
+        return cls(**_fields_from(cls, data, "task"))
+
     @property
     def output_dim(self) -> int:
         """Width of the model's output: logits per class or regression values."""
@@ -105,6 +145,26 @@ class DatasetSpec:
         names = [m.name for m in self.modalities]
         if len(set(names)) != len(names):
             raise ValueError(f"dataset {self.name!r}: duplicate modality names in {names}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe description: ``{"name", "modalities": [ModalitySpec.to_dict()...], "task"}``;
+        ``DatasetSpec.from_dict(spec.to_dict()) == spec``."""
+        return {"name": self.name, "modalities": [m.to_dict() for m in self.modalities],
+                "task": self.task.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DatasetSpec":
+        """Inverse of ``to_dict``; a missing or unknown field is a ``ValueError`` naming it."""
+        kwargs = _fields_from(cls, data, "dataset spec")
+        for key in ("name", "modalities"):
+            if key not in kwargs:
+                raise ValueError(f"dataset spec: field {key!r} is missing")
+        if not isinstance(kwargs["modalities"], (list, tuple)):
+            raise ValueError("dataset spec: 'modalities' must be a list")
+        kwargs["modalities"] = tuple(ModalitySpec.from_dict(m) for m in kwargs["modalities"])
+        if "task" in kwargs:
+            kwargs["task"] = TaskSpec.from_dict(kwargs["task"])
+        return cls(**kwargs)
 
     @property
     def modality_names(self) -> tuple[str, ...]:

@@ -8,6 +8,9 @@ terms. The training loop (``mlmm.train.loop``) exists once and calls these.
 
 from __future__ import annotations
 
+import copy
+import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import ClassVar, Mapping
 
@@ -199,6 +202,23 @@ class MissingModalityModel(nn.Module):
     """
 
     info: ClassVar[MethodInfo]
+    #: State that holds training data, by ``state_dict`` name relative to this method (a
+    #: name also covers the names under it, e.g. ``"bank"``), with what saving does with it:
+    #: ``None`` — not saved (only training uses it); a string — saved, and the string says
+    #: why prediction needs it (``FittedModel.save`` writes it into the manifest).
+    training_state: ClassVar[Mapping[str, str | None]] = {}
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording_init(cls.__dict__["__init__"])
+
+    def get_params(self) -> dict:
+        """The keyword arguments this method was built with (defaults filled in), without the
+        spec: ``type(m)(m.spec, **m.get_params())`` builds an unfitted copy (``mlmm.clone``).
+        Recorded at construction from the outermost ``__init__``'s signature, so every
+        subclass reports its parameters without storing them itself."""
+        return dict(self.__dict__.get("_init_params", {}))
 
     def __init__(self, spec: DatasetSpec) -> None:
         super().__init__()
@@ -246,6 +266,57 @@ class MissingModalityModel(nn.Module):
 
     def loss(self, batch: Batch, output: Output) -> dict[str, Tensor]:
         return {"task": self.task_loss(output.logits, batch.target)}
+
+
+def _recording_init(init):
+    """Wrap a method's ``__init__`` so the outermost call records its bound arguments
+    (``get_params``); calls of ``super().__init__`` from a subclass record nothing."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        outermost = "_init_depth" not in self.__dict__
+        if outermost:
+            object.__setattr__(self, "_init_depth", 0)
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            params = dict(bound.arguments)
+            params.pop(next(iter(signature.parameters)))  # self
+            params.pop("spec", None)
+            for name, p in signature.parameters.items():
+                if p.kind is inspect.Parameter.VAR_KEYWORD and name in params:
+                    params.update(params.pop(name))
+                elif p.kind is inspect.Parameter.VAR_POSITIONAL and name in params:
+                    if params.pop(name):
+                        raise TypeError(f"{type(self).__name__}: positional *{name} cannot be recorded by "
+                                        "get_params; take keyword parameters")
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            if outermost:
+                del self.__dict__["_init_depth"]
+        if outermost:
+            object.__setattr__(self, "_init_params", params)
+
+    return __init__
+
+
+def clone(method: MissingModalityModel) -> MissingModalityModel:
+    """An unfitted copy of ``method``: same class, spec and parameters, fresh weights from the
+    caller's RNG (wrap in ``mlmm.train.seeded(seed)`` for fixed weights). Parameters that are
+    modules (user encoders passed by instance) are deep-copied as they are now — trained, if
+    ``method`` was — so the copy never shares weights with the original."""
+    params = {k: copy.deepcopy(v) if isinstance(v, nn.Module) or _holds_module(v) else v
+              for k, v in method.get_params().items()}
+    return type(method)(method.spec, **params)
+
+
+def _holds_module(value) -> bool:
+    if isinstance(value, Mapping):
+        return any(isinstance(v, nn.Module) or _holds_module(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(isinstance(v, nn.Module) or _holds_module(v) for v in value)
+    return False
 
 
 def mask_column(mask: Tensor, j: int, ndim: int) -> Tensor:
