@@ -204,6 +204,17 @@ class MultimodalDataset(torch.utils.data.Dataset):
                                  time_mask=batch.time_mask, groups=self.groups, class_names=self.class_names)
 
 
+def _as_target(target: np.ndarray | Tensor, spec: DatasetSpec) -> Tensor:
+    """Labels as long (classification, integers checked) or float32 (regression)."""
+    target_t = torch.as_tensor(np.asarray(target) if not isinstance(target, Tensor) else target)
+    if spec.task.kind == "classification":
+        if target_t.dtype.is_floating_point:
+            if not torch.equal(target_t, target_t.round()):
+                raise ValueError("classification labels must be integers")
+        return target_t.to(torch.long)
+    return target_t.to(torch.float32)
+
+
 def _groups(groups, n: int, name: str) -> np.ndarray | None:
     """``groups`` as an (n,) numpy array of ids, or None; a wrong length or a missing id is an error."""
     if groups is None:
