@@ -162,3 +162,24 @@ def test_cli_leave_one_group_out_from_a_csv_prints_each_fold_and_pooled(tmp_path
         assert f"logo:{i}" in out and subject in out
     assert main([*argv[:-9], "--group-column", "nope", "--method", "zero-fill"]) == 2
     assert "no group column 'nope'" in capsys.readouterr().err
+
+
+def test_loaders_take_group_ids(tmp_path) -> None:
+    import pandas as pd
+
+    from mlmm.data.loaders.table import load_arrays, load_table
+
+    rng = np.random.default_rng(0)
+    x, y, subject = rng.standard_normal((40, 3)), np.arange(40) % 2, np.repeat(["p1", "p2", "p3", "p4"], 10)
+    data = load_arrays({"a": x, "y": y, "groups": subject})
+    assert data.groups.tolist() == subject.tolist() and set(data.inputs) == {"a"}
+    frame = pd.DataFrame({"a1": x[:, 0], "a2": x[:, 1], "y": y, "patient": subject})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    table = load_table(tmp_path / "t.csv", {"a": "a1,a2"}, label="y", groups="patient")
+    assert table.groups.tolist() == subject.tolist()
+    train, _, test = make_splits(table, "fixed", 0)  # no split column + group ids: grouped by default
+    assert not (set(train.groups) & set(test.groups))
+    frame.loc[5, "patient"] = None
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(ValueError, match="group column 'patient' is empty in row 5"):
+        load_table(tmp_path / "t.csv", {"a": "a1,a2"}, label="y", groups="patient")

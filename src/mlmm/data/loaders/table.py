@@ -176,8 +176,8 @@ def load_arrays(arrays: Mapping[str, np.ndarray] | str | Path, label: str = "y",
                 modalities: Sequence[str] | None = None, mask: str | np.ndarray | None = None,
                 split: str | None = None, task: str = "classification", name: str = "arrays",
                 kinds: Mapping[str, str] | None = None, partial: str = "error",
-                vocab_size: Mapping[str, int] | None = None, pad_id: Mapping[str, int] | None = None
-                ) -> MultimodalDataset:
+                vocab_size: Mapping[str, int] | None = None, pad_id: Mapping[str, int] | None = None,
+                groups: str | None = None) -> MultimodalDataset:
     """NumPy arrays (a dict, or an ``.npz`` path read without pickle) as a dataset.
 
     arrays:     key -> array with N rows; modality arrays are (N, D) vector, (N, T, C) sequence,
@@ -195,6 +195,8 @@ def load_arrays(arrays: Mapping[str, np.ndarray] | str | Path, label: str = "y",
                 present); per-modality ``avail_<name>`` (N,) keys are honoured too. A sample whose
                 modality is all NaN counts as missing either way.
     split:      key of an (N,) array of split names (default: ``"split"`` if present).
+    groups:     key of an (N,) array of group ids (subject, patient; default: ``"groups"`` if
+                present) -> ``data.groups`` (grouped splits; see ``mlmm.data.splits``).
     """
     if isinstance(arrays, (str, Path)):
         p = user_file(arrays, "array file")
@@ -213,13 +215,16 @@ def load_arrays(arrays: Mapping[str, np.ndarray] | str | Path, label: str = "y",
         raise ValueError(f"{source}: no label key {label!r}; keys: {', '.join(arrays)}")
     mask_key = mask if isinstance(mask, str) else ("mask" if mask is None and "mask" in arrays else None)
     split_key = split if split is not None else ("split" if "split" in arrays else None)
-    reserved = {label, mask_key, split_key}
+    group_key = groups if groups is not None else ("groups" if "groups" in arrays else None)
+    if group_key is not None and group_key not in arrays:
+        raise ValueError(f"{source}: no groups key {group_key!r}; keys: {', '.join(arrays)}")
+    reserved = {label, mask_key, split_key, group_key}
     if modalities is None:
         modalities = [k for k in arrays if k not in reserved and not k.startswith("avail_")]
     unknown = [m for m in modalities if m not in arrays]
     if unknown:
         raise ValueError(f"{source}: no array {unknown[0]!r}; keys: {', '.join(arrays)}")
-    _check_rows(arrays, [*modalities, label, *(k for k in (mask_key, split_key) if k),
+    _check_rows(arrays, [*modalities, label, *(k for k in (mask_key, split_key, group_key) if k),
                          *(f"avail_{m}" for m in modalities if f"avail_{m}" in arrays)], source)
     inputs = {}
     for m in modalities:
@@ -240,4 +245,5 @@ def load_arrays(arrays: Mapping[str, np.ndarray] | str | Path, label: str = "y",
     target, class_names = encode_labels(arrays[label], task, f"{source} key {label!r}")
     splits = normalise_split_names(arrays[split_key]) if split_key else None
     return build_dataset(name, inputs, target, avail, task, class_names, splits, kinds,
-                         vocab_size=vocab_size, pad_id=pad_id, source=source)
+                         vocab_size=vocab_size, pad_id=pad_id, source=source,
+                         groups=np.asarray(arrays[group_key]) if group_key else None)
