@@ -4,9 +4,12 @@ the training flags and the progress bar."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-from typing import Sequence
+import types
+import typing
+from typing import Any, Callable, Sequence
 
 from ..train.loop import TrainConfig
 
@@ -56,20 +59,63 @@ def parse_params(items: Sequence[str]) -> dict:
     return params
 
 
+#: Help text of the generated training flags (the flags themselves come from ``TrainConfig``'s fields).
+TRAIN_HELP = {
+    "max_epochs": "maximum epochs (early stopping on validation)",
+    "lr": "learning rate",
+    "weight_decay": "AdamW weight decay",
+    "patience": "epochs without a better validation score before stopping",
+    "modality_dropout": "per-entry drop probability of present modalities during training (never drops all)",
+    "select_on": "validation criterion for early stopping and model selection",
+    "min_steps_per_epoch": "small training splits get batches down to 8 samples so an epoch has up to this many steps",
+    "grad_clip": "clip the gradient norm to this value ('none': no clipping)",
+}
+#: Older spellings that keep working.
+TRAIN_ALIASES = {"max_epochs": ("--epochs",)}
+
+
+def _flag_type(hint: Any, name: str) -> Callable[[str], Any]:
+    """An argparse ``type`` for the annotation of ``TrainConfig.<name>``: int, float, str or bool,
+    or one of them ``| None`` (then 'none' gives None)."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    members = typing.get_args(hint) if union else (hint,)
+    optional = type(None) in members
+    rest = [a for a in members if a is not type(None)]
+    base = rest[0] if len(rest) == 1 else None
+    if base not in (int, float, str, bool):
+        raise TypeError(f"TrainConfig.{name}: no command-line flag for a field of type {hint!r}")
+
+    def convert(text: str) -> Any:
+        word = text.strip().lower()
+        if optional and word == "none":
+            return None
+        if base is bool:
+            if word in ("true", "yes", "1", "on"):
+                return True
+            if word in ("false", "no", "0", "off"):
+                return False
+            raise ValueError(text)
+        return base(text)
+
+    convert.__name__ = base.__name__ + (" or none" if optional else "")  # argparse: "invalid float value: 'x'"
+    return convert
+
+
 def add_training_flags(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig()
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=d.max_epochs, help="maximum epochs (early stopping on validation)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--patience", type=int, default=d.patience)
-    g.add_argument("--modality-dropout", type=float, default=d.modality_dropout,
-                   help="per-entry drop probability of present modalities during training (never drops all)")
-    g.add_argument("--select-on", choices=("accuracy", "loss"), default=d.select_on,
-                   help="validation criterion for early stopping and model selection")
-    g.add_argument("--min-steps-per-epoch", type=int, default=d.min_steps_per_epoch,
-                   help="small training splits get batches down to 8 samples so an epoch has up to this many steps")
+    """One flag per ``TrainConfig`` field (``--max-epochs`` for ``max_epochs``, typed by its annotation,
+    defaulting to its default; choices where ``TRAIN_CONSTRAINTS`` names a fixed set), then the run's
+    device, threads and method parameters. A new trainer field gets its flag here without an edit."""
+    from ..train.loop import TRAIN_CONSTRAINTS
+    from ..validation import Options
+
+    hints = typing.get_type_hints(TrainConfig)
+    g = p.add_argument_group("training (TrainConfig)")
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        options = [c for c in TRAIN_CONSTRAINTS.get(f.name, []) if isinstance(c, Options)]
+        g.add_argument(f"--{f.name.replace('_', '-')}", *TRAIN_ALIASES.get(f.name, ()), dest=f.name, default=default,
+                       type=_flag_type(hints[f.name], f.name), choices=options[0].values if options else None,
+                       help=f"{TRAIN_HELP.get(f.name, f.name.replace('_', ' '))} (default: %(default)s)")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     g.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on an idle 2-core machine 2 threads were ~1.2x "
@@ -78,9 +124,8 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                       patience=args.patience, modality_dropout=args.modality_dropout,
-                       min_steps_per_epoch=args.min_steps_per_epoch, select_on=args.select_on)
+    """The ``TrainConfig`` of the flags ``add_training_flags`` added."""
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
 
 
 def progress(total: int, disable: bool = False):
