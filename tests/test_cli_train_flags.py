@@ -12,7 +12,8 @@ from mlmm.train.loop import TrainConfig
 
 #: A value different from the default for every field, as the command line spells it.
 NON_DEFAULT = {"max_epochs": "7", "batch_size": "16", "lr": "0.02", "weight_decay": "0", "patience": "3",
-               "modality_dropout": "0.1", "min_steps_per_epoch": "4", "select_on": "accuracy", "grad_clip": "none"}
+               "modality_dropout": "0.1", "min_steps_per_epoch": "4", "select_on": "accuracy", "grad_clip": "none",
+               "optimizer": "sgd"}
 TRAINING_COMMANDS = {"run": ["--dataset", "synthetic"], "demo": [], "stream": ["--dataset", "synthetic"],
                      "explain": ["--dataset", "synthetic"], "recover": ["--dataset", "synthetic"],
                      "uncertainty": ["--dataset", "synthetic"]}
@@ -30,7 +31,8 @@ def test_every_field_has_a_flag_that_reaches_the_config(command: str) -> None:
         argv += [f"--{name.replace('_', '-')}", text]
     config = common.train_config(build_parser().parse_args(argv))
     assert config == TrainConfig(max_epochs=7, batch_size=16, lr=0.02, weight_decay=0.0, patience=3,
-                                 modality_dropout=0.1, min_steps_per_epoch=4, select_on="accuracy", grad_clip=None)
+                                 modality_dropout=0.1, min_steps_per_epoch=4, select_on="accuracy", grad_clip=None,
+                                 optimizer="sgd")
     assert common.train_config(build_parser().parse_args([command, *TRAINING_COMMANDS[command]])) == (
         TrainConfig() if command != "stream" else TrainConfig(lr=3e-3))  # stream keeps its own default lr
 
@@ -44,6 +46,7 @@ def test_the_old_epochs_spelling_still_works() -> None:
     ("--grad-clip", "abc", "invalid float or none value: 'abc'"),
     ("--batch-size", "1.5", "invalid int value: '1.5'"),
     ("--select-on", "f1", "invalid choice: 'f1'"),
+    ("--optimizer", "lbfgs", "invalid choice: 'lbfgs'"),
     ("--grad-clip", "-1", "grad_clip"),  # typed right, refused by TrainConfig's own check
 ])
 def test_a_bad_training_flag_is_one_line_and_exit_2(flag: str, value: str, says: str, capsys) -> None:
