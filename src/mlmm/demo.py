@@ -22,7 +22,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .experiment import ExperimentConfig, run_seed, summarise
+from .data.registry import load_dataset
+from .experiment import ExperimentConfig, run_seed, summarise, validate_config
 from .missing import make_protocol
 from .report import pivot_table, results_table
 from .train.loop import TrainConfig
@@ -110,15 +111,18 @@ def run_demo(out_dir: str | Path, dataset: str, rates: Sequence[float], seeds: S
     start = time.perf_counter()
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    configs = [ExperimentConfig(dataset=dataset, method=m, protocol="entry", rate=r, split=split, seeds=tuple(seeds),
+                                method_params=dict(method_params or {}), train=train, device=device, subsets=False)
+               for m in methods for r in rates]
+    if not configs:
+        raise ValueError("demo: no method or no rate given")
+    spec = load_dataset(dataset).spec
+    for c in configs:  # everything checked before the output folder is made or anything trains
+        validate_config(c, spec)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "results.jsonl"
     done = _load_done(log_path)
-    configs = [ExperimentConfig(dataset=dataset, method=m, protocol="entry", rate=r, split=split, seeds=tuple(seeds),
-                                method_params=dict(method_params or {}), train=train, device=device, subsets=False)
-               for m in methods for r in rates]
-    for c in configs:
-        c.scenario()
     key = json.dumps({"split": split, "train": train.__dict__, "params": dict(method_params or {})}, sort_keys=True)
     records = {(ci, seed): done[(c.method, c.rate, seed, key)] for ci, c in enumerate(configs) for seed in seeds
                if (c.method, c.rate, seed, key) in done}

@@ -58,6 +58,11 @@ def _progress(disable: bool):
 
 
 def _run(args: argparse.Namespace, spec, text: str, overrides: list[str], source: str) -> BenchOutcome:
+    from ..train.devices import check_device
+    from .common import check_writable
+
+    check_device(spec.device)  # before the database is created or any cell runs
+    check_writable(args.db, "--db")
     return run_bench(spec, args.db, spec_text=text, overrides=overrides, backend=args.backend, workers=args.workers,
                      threads=args.threads, ray_address=args.ray_address, verify=not args.no_verify,
                      progress=None if args.no_progress else _progress(args.json), source=source)

@@ -131,4 +131,39 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 def progress(total: int, disable: bool = False):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="fit", file=sys.stderr, disable=disable, dynamic_ncols=True)
+    # leave=False: the bar is wiped when done, so a failure leaves exactly one line on stderr
+    # and no bar at all where stderr is not a terminal (a log file, a pipe)
+    return tqdm(total=total, unit="fit", file=sys.stderr, disable=disable or not sys.stderr.isatty(),
+                dynamic_ncols=True, leave=False)
+
+
+def check_writable(path: str, flag: str, folder: bool = False) -> None:
+    """Before any work: ``path`` (a file, or with ``folder`` a folder, created later) can be written.
+    Its folder (or, for a folder, its nearest existing ancestor) must exist and accept a new file,
+    which is checked by creating and removing a probe file (root ignores permission bits, and a
+    read-only file system shows only when writing)."""
+    import os
+    import tempfile
+
+    target = os.path.abspath(path)
+    if folder:
+        if os.path.exists(target) and not os.path.isdir(target):
+            raise UsageError(f"{flag}: {path!r} exists and is not a folder")
+        parent = target
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+    else:
+        if os.path.isdir(target):
+            raise UsageError(f"{flag}: {path!r} is a folder, not a file")
+        parent = os.path.dirname(target)
+        if not os.path.isdir(parent):
+            raise UsageError(f"{flag}: folder of {path!r} does not exist")
+        if os.path.exists(target) and not os.access(target, os.W_OK):
+            raise UsageError(f"{flag}: {path!r} is not writable (permission denied)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mlmm-probe-", dir=parent)
+    except OSError as err:
+        reason = err.strerror.lower() if err.strerror else type(err).__name__
+        raise UsageError(f"{flag}: cannot write in {parent!r} ({reason})") from None
+    os.close(fd)
+    os.remove(probe)

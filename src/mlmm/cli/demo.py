@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import UsageError, parse_floats, parse_params, parse_seeds, progress, train_config
+from .common import UsageError, check_writable, parse_floats, parse_params, parse_seeds, progress, train_config
 from .listing import method_names
 
 
@@ -14,6 +14,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if args.all_methods and args.method:
         raise UsageError("give either --method or --all-methods")
     methods = method_names(None) if args.all_methods else method_names(args.method or DEMO_METHODS)
+    check_writable(args.out, "--out", folder=True)
     out = run_demo(
         out_dir=args.out, dataset=args.dataset, rates=parse_floats(args.rates, "--rates"),
         seeds=parse_seeds(args.seeds), split=args.split, methods=methods,

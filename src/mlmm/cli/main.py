@@ -2,7 +2,9 @@
 report | explain | recover | uncertainty.
 
 The CLI owns I/O, paths, devices and seeds; the library underneath never
-prints. Bad input exits with code 2 and one line on stderr. One module per
+prints. Bad input and known runtime conditions exit with code 2 and one line on
+stderr (``cli/errors.py``); a bug exits 1 with one line, its traceback only under
+``MLMM_DEBUG=1``. One module per
 command group in this package; this one builds the parser and dispatches.
 """
 
@@ -16,8 +18,9 @@ from typing import Sequence
 import torch
 
 from .. import __version__
-from ..registry import UnknownNameError
+from ..train.devices import check_device
 from . import bench, demo, diagnostics, listing, report, run, stream
+from .errors import KNOWN, describe
 from .common import UsageError, _Parser, add_training_flags
 
 
@@ -120,16 +123,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = {**diagnostics.HANDLERS, "run": run.cmd_run, "demo": demo.cmd_demo, "bench": bench.cmd_bench,
                    "stream": stream.cmd_stream, "reproduce": bench.cmd_reproduce,
                    "report": report.cmd_report}.get(args.command, listing.cmd_listing)
+        if getattr(args, "device", None) is not None:
+            check_device(args.device)  # a bogus name or an absent GPU: one line before any work
         handler(args)
-    except (UsageError, UnknownNameError, ValueError, OSError) as err:
+    except KNOWN as err:
         if os.environ.get("MLMM_DEBUG"):
             raise
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"mlmm: error: {message}", file=sys.stderr)
+        print(f"mlmm: error: {describe(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mlmm: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug: one line, the traceback under MLMM_DEBUG=1
+        if os.environ.get("MLMM_DEBUG"):
+            raise
+        print(f"mlmm: internal error: {type(err).__name__}: {describe(err)} "
+              "(rerun with MLMM_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return 1
     return 0
 
 

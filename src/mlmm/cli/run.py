@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from .common import UsageError, parse_floats, parse_params, parse_seeds, progress, train_config
+from .common import UsageError, check_writable, parse_floats, parse_params, parse_seeds, progress, train_config
 from .listing import method_names
 
 
@@ -64,8 +64,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     if args.distributed:
         _run_distributed(args)
         return
-    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        raise UsageError(f"--out: folder of {args.out!r} does not exist")  # say so before hours of training
+    if args.out:
+        check_writable(args.out, "--out")  # say so before hours of training
     configs = [_experiment_config(args, m) for m in method_names(args.method)]
     for config in configs:
         validate_config(config, spec)  # protocol, rates and subsets checked before any training
@@ -78,19 +78,33 @@ def cmd_run(args: argparse.Namespace) -> None:
             bar.set_description(config.method)
             results.append(run_experiment(config, on_seed=lambda record: bar.update(1)))
     payload = results[0] if len(results) == 1 else results
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(payload, f, indent=2)
+    # Print first: a failing --out (the disk filled up during training) must not lose the results.
     if args.json:
         print(json.dumps(payload, indent=2))
-        return
-    print(results_table(results))
-    for r in results:
-        if "folds" in r:
-            print(folds_table(r))
-        if "subsets" in r:
-            print(f"\n{r['method']}: every modality subset of the complete test split (trained at rate {r['train_rate']:g})")
-            print(subsets_table(r))
+    else:
+        print(results_table(results))
+        for r in results:
+            if "folds" in r:
+                print(folds_table(r))
+            if "subsets" in r:
+                print(f"\n{r['method']}: every modality subset of the complete test split "
+                      f"(trained at rate {r['train_rate']:g})")
+                print(subsets_table(r))
+    if args.out:
+        _write_json(args.out, payload)
+
+
+def _write_json(path: str, payload: object) -> None:
+    """Write ``payload`` to ``path`` whole or not at all (a temporary file renamed into place)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=2)
+        os.replace(tmp, path)
+    except OSError:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def _run_distributed(args: argparse.Namespace) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from ..validation import COUNT, NONNEG, POSITIVE, PROBABILITY, Options, validate_params
+from ..validation import COUNT, NONNEG, POSITIVE, PROBABILITY, Interval, Options, validate_params
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ class TrainConfig:
 TRAIN_CONSTRAINTS: dict[str, list] = {
     "max_epochs": [COUNT],
     "batch_size": [COUNT],
-    "lr": [POSITIVE],
+    # (0, 1e6]: far above any useful rate, and below what overflows AdamW's float32 update (1e300 did)
+    "lr": [Interval("real", 0, 1e6, closed="right")],
     "weight_decay": [NONNEG],
     "patience": [COUNT],
     "modality_dropout": [PROBABILITY],

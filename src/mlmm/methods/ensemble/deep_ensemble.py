@@ -44,6 +44,14 @@ class DeepEnsemble(FactorisedFusion, MissingModalityModel):
         summary="K independently initialised members of one method (default masked-mean), probabilities averaged",
     )
 
+    @classmethod
+    def forwarded_params_class(cls, params: dict) -> type:
+        """The method class that receives the ``**member_params`` (checked against its constraints)."""
+        member = params.get("member", "masked-mean")
+        if not isinstance(member, str):
+            raise ValueError(f"method 'deep-ensemble': member must be a method name, got {member!r}")
+        return METHODS.get(member)
+
     def __init__(self, spec: DatasetSpec, member: str = "masked-mean", members: int = 5, **member_params) -> None:
         super().__init__(spec)
         if members < 1:
