@@ -28,7 +28,8 @@ COMMON: dict[str, list] = {
                                         "fit_momentum")},
     **{name: [NONNEG] for name in ("weight", "aux_weight", "align_weight", "consistency_weight", "cycle_weight",
                                    "domain_weight", "feature_weight", "hinge_weight", "imagination_weight",
-                                   "kd_weight", "prefix_weight", "recon_weight", "compute_penalty", "init_std")},
+                                   "kd_weight", "prefix_weight", "recon_weight", "compute_penalty", "init_std",
+                                   "fusion_weight")},
     **{name: [COUNT] for name in ("heads", "n_heads", "layers", "n_layers", "n_blocks", "members", "k", "top_k",
                                   "min_count", "max_patterns", "bank_size", "bank_per_step", "prompt_length",
                                   "prompt_layers")},
@@ -40,7 +41,8 @@ COMMON: dict[str, list] = {
     "simulate_missing": [BOOLEAN],
     "ae_dims": [SequenceOf(WIDTH)],
     "backbone": [InstanceOf((str, os.PathLike), "a path to a Hugging Face model folder")],
-    **{name: [STRING] for name in ("member", "missing", "pool", "predict_with", "prompt_sets")},
+    # strings whose allowed values the class itself checks (one line naming them) when built
+    **{name: [STRING] for name in ("member", "missing", "pool", "predict_with", "prompt_sets", "text_reader")},
 }
 
 _BY_ANNOTATION = {"int": [Interval("int")], "float": [Interval("real")], "bool": [BOOLEAN], "str": [STRING]}
