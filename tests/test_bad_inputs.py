@@ -110,6 +110,8 @@ CLI_CASES = [
     ("lr-zero", RUN + ["--lr", "0"], "lr=0.0"),
     ("lr-negative", RUN + ["--lr", "-1"], "lr=-1.0"),
     ("lr-overflowing", RUN + ["--lr", "1e300"], "lr=1e+300"),  # (AdamW overflowed float32: a RuntimeError)
+    ("grad-clip-negative", RUN + ["--grad-clip", "-1"], "grad_clip=-1.0"),
+    ("grad-clip-zero", RUN + ["--grad-clip", "0"], "grad_clip=0.0"),
     ("weight-decay-negative", RUN + ["--weight-decay", "-1"], "weight_decay=-1.0"),
     ("batch-size-zero", RUN + ["--batch-size", "0"], "batch_size=0"),
     ("batch-size-fraction", RUN + ["--batch-size", "2.5"], "--batch-size"),

@@ -68,6 +68,9 @@ def test_bench_cli_exits_2_naming_the_failed_cell_after_the_table(one_diverges, 
     out, err = capsys.readouterr()
     assert code == 2 and "1 failed (recorded as failed" in out
     assert err.count("\n") == 1 and "1 of 2 cells failed" in err and "zero-fill" in err
+    assert main(["report", str(tmp_path / "r.sqlite"), "-o", str(tmp_path / "rep")]) == 0
+    assert "(1 cells; 1 failed cells listed apart)" in capsys.readouterr().out
+    assert "Failed cells (not results)" in (tmp_path / "rep" / "report.md").read_text()
 
 
 def test_a_real_divergence_in_bench_is_a_failure(tmp_path):
