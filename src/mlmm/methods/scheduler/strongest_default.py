@@ -1,0 +1,145 @@
+"""The strongest default: train several candidate pipelines, keep the one that scores best on validation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...data.batch import Batch
+from ...data.preprocess import Standardizer
+from ...data.spec import DatasetSpec
+from ..base import MethodInfo, MissingModalityModel, Output
+from ..registry import METHODS, register_method
+
+#: Candidates tried by default: the fixed-feature time-series baselines and the learned default.
+DEFAULT_CANDIDATES = ("summary-linear", "rocket-linear", "masked-mean")
+
+
+@register_method("strongest-default")
+class StrongestDefault(MissingModalityModel):
+    """Train every candidate method side by side, then keep the one with the best validation score.
+
+    Shapes: B batch, C outputs, K candidates (registered method names, default
+    ``DEFAULT_CANDIDATES``: summary statistics + linear, random convolutions + linear, and
+    masked-mean over learned per-modality encoders — i.e. a choice among *encoders*, each
+    behind the head that suits it).
+
+    Training: one loop, one optimiser; loss = Σ_k (candidate k's own loss terms), each
+    candidate seeing the same (modality-dropped) batch. Until calibration the output is
+    the candidates' mean log-probability (classification; mean output for regression), so
+    the loop's early stopping watches the whole set.
+
+    ``calibrate(val)`` (run once by ``Trainer.fit`` after training, on the validation split
+    with its missingness) scores each candidate: accuracy with NLL as tie-break
+    (classification), minus MSE (regression); ties go to the earlier candidate. The chosen
+    index is a buffer (``chosen``, -1 = not yet calibrated), so a saved model predicts
+    with the same candidate; ``scores`` keeps the figures (not saved). Afterwards the
+    output is candidate ``chosen``'s alone, and ``aux["chosen"]`` says which.
+
+    Why a method and not a helper: it runs wherever a method runs (CLI, grids, saving),
+    and the choice is made on the validation split only, never on test.
+    """
+
+    info = MethodInfo(
+        category="scheduler",
+        fusion="hybrid",
+        recovers_missing=False,
+        needs_complete_train=False,
+        paper="Model selection among strong default pipelines by validation score (cf. AutoML-style "
+              "selection; candidates: summary-statistic and random-convolution time-series features "
+              "+ linear head, learned encoders + masked mean)",
+        summary="trains summary-linear, rocket-linear and masked-mean together; keeps the one with the best "
+                "validation accuracy (chosen once, after training; saved with the model)",
+    )
+
+    def __init__(self, spec: DatasetSpec, candidates: tuple[str, ...] | list[str] | str = DEFAULT_CANDIDATES) -> None:
+        super().__init__(spec)
+        if isinstance(candidates, str):
+            candidates = tuple(c.strip() for c in candidates.split(",") if c.strip())
+        candidates = tuple(candidates)
+        if not candidates:
+            raise ValueError("strongest-default needs at least one candidate method")
+        if len(set(candidates)) != len(candidates):
+            raise ValueError(f"strongest-default: candidate methods repeat: {candidates}")
+        for name in candidates:
+            if name == "strongest-default":
+                raise ValueError("strongest-default cannot be its own candidate")
+            cls = METHODS.get(name)  # KeyError names the unknown method
+            if cls.info.needs_complete_train:
+                raise ValueError(f"strongest-default: candidate {name!r} needs complete training data; "
+                                 "pick candidates that train on incomplete data")
+        self.candidate_names = candidates
+        self.candidates = nn.ModuleList(METHODS.get(name)(spec) for name in candidates)
+        self.register_buffer("chosen", torch.tensor(-1, dtype=torch.long))
+        #: candidate name -> validation figures from the last ``calibrate`` (not saved).
+        self.scores: dict[str, dict[str, float]] = {}
+
+    def stages(self) -> tuple[str, ...]:
+        for name, c in zip(self.candidate_names, self.candidates):
+            if c.stages() != ("main",):
+                raise ValueError(f"strongest-default: candidate {name!r} trains in stages {c.stages()}; "
+                                 "only single-stage candidates can share one loop")
+        return ("main",)
+
+    def prepare(self, train: Batch, standardizer: Standardizer) -> None:
+        for c in self.candidates:
+            c.prepare(train, standardizer)
+
+    def after_step(self) -> None:
+        for c in self.candidates:
+            c.after_step()
+
+    def _combine(self, outputs: list[Output]) -> Tensor:
+        if self.spec.task.kind == "classification":
+            return torch.stack([F.log_softmax(o.logits, dim=-1) for o in outputs]).mean(dim=0)
+        return torch.stack([o.logits for o in outputs]).mean(dim=0)
+
+    def forward(self, batch: Batch) -> Output:
+        k = int(self.chosen)
+        if k >= 0 and not self.training:
+            out = self.candidates[k](batch)
+            return Output(out.logits, aux={**out.aux, "chosen": self.chosen.expand(batch.size)})
+        outputs = [c(batch) for c in self.candidates]
+        aux: dict[str, Tensor] = {}
+        for name, o in zip(self.candidate_names, outputs):
+            aux[f"{name}/logits"] = o.logits
+            aux.update({f"{name}/{key}": v for key, v in o.aux.items()})
+        logits = outputs[k].logits if k >= 0 else self._combine(outputs)
+        return Output(logits, aux=aux)
+
+    def _candidate_output(self, output: Output, name: str) -> Output:
+        prefix = f"{name}/"
+        aux = {key[len(prefix):]: v for key, v in output.aux.items() if key.startswith(prefix)}
+        return Output(aux.pop("logits"), aux=aux)
+
+    def loss(self, batch: Batch, output: Output) -> dict[str, Tensor]:
+        if f"{self.candidate_names[0]}/logits" not in output.aux:  # eval output of a calibrated model
+            return {"task": self.task_loss(output.logits, batch.target)}
+        terms = {}
+        for name, c in zip(self.candidate_names, self.candidates):
+            for key, value in c.loss(batch, self._candidate_output(output, name)).items():
+                terms[f"{name}/{key}"] = value
+        return terms
+
+    def calibrate(self, val: Batch) -> None:
+        """Pick the candidate with the best validation score (see the class docstring)."""
+        for c in self.candidates:
+            c.eval()
+            c.calibrate(val)
+        self.scores = {}
+        best, best_key = 0, None
+        for k, (name, c) in enumerate(zip(self.candidate_names, self.candidates)):
+            logits = c(val).logits
+            if self.spec.task.kind == "classification":
+                accuracy = float((logits.argmax(dim=1) == val.target).float().mean())
+                nll = float(F.cross_entropy(logits, val.target))
+                self.scores[name] = {"accuracy": accuracy, "nll": nll}
+                key = (accuracy, -nll)
+            else:
+                mse = float(F.mse_loss(logits.reshape(val.target.shape), val.target))
+                self.scores[name] = {"mse": mse}
+                key = (-mse,)
+            if best_key is None or key > best_key:
+                best, best_key = k, key
+        self.chosen = torch.tensor(best, dtype=torch.long, device=self.chosen.device)
