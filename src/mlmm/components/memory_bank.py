@@ -10,6 +10,7 @@ the data, so loading resizes the buffers first.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.batch import Batch
@@ -98,6 +99,36 @@ class TrainingBankMixin:
             cache = (key, self.encode_bank(encoders))
             self.__dict__["_bank_cache"] = cache  # plain attribute: not state, not a buffer
         return cache[1]
+
+    def retrieve_neighbours(self, batch: Batch, z: Tensor, bank: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """Top-``k`` bank neighbours per (sample, modality).
+
+        z: (B, M, D) the batch's embeddings (read only where ``batch.mask``); bank: (N, M, D)
+        the bank's embeddings under the same encoders. Returns ``index`` (B, M, K') long
+        bank-row indices (K' = min(k, N)) and ``valid`` (B, M, K') bool: neighbour k of sample b
+        for modality m exists (a bank row that holds m and shares at least one present modality
+        with b; in train mode, not b itself). Rows are ranked by the mean cosine similarity over
+        the modalities both sides hold. No gradient flows through the ranking.
+        """
+        k = min(int(k), bank.shape[0])
+        mask = batch.mask
+        with torch.no_grad():
+            q = F.normalize(z.detach(), dim=-1)
+            b = F.normalize(bank, dim=-1)
+            cos = torch.einsum("bmd,nmd->bmn", q, b)  # (B, M, N)
+            shared = mask.unsqueeze(2) & self.bank_mask.t().unsqueeze(0)  # (B, M, N)
+            n_shared = shared.sum(dim=1)  # (B, N)
+            zero = torch.zeros((), dtype=cos.dtype, device=cos.device)
+            sim = torch.where(shared, cos, zero).sum(dim=1) / n_shared.clamp_min(1).to(cos.dtype)  # (B, N)
+            eligible = (n_shared > 0).unsqueeze(1) & self.bank_mask.t().unsqueeze(0)  # (B, M, N)
+            if self.training:
+                xs = [torch.where(mask_column(mask, j, x.dim()), x, torch.zeros((), dtype=x.dtype, device=x.device))
+                      for j, x in enumerate(batch.inputs[name] for name in self.spec.modality_names)]
+                eligible = eligible & ~self.same_rows(xs, mask).unsqueeze(1)
+            scores = torch.where(eligible, sim.unsqueeze(1), torch.full((), float("-inf"), dtype=cos.dtype,
+                                                                        device=cos.device))
+            values, index = scores.topk(k, dim=2)  # (B, M, K')
+        return index, torch.isfinite(values)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:

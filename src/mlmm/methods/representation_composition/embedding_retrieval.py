@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from ...components.encoders import PerModalityEncoders
+from ...components.heads import mlp_head
+from ...components.memory_bank import TrainingBankMixin
+from ...components.pooling import masked_mean
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, MissingModalityModel, Output, mask_column
-from ...components.heads import mlp_head
-from ...components.pooling import masked_mean
-from ...components.memory_bank import TrainingBankMixin
+from ..base import MethodInfo, MissingModalityModel, Output
 from ..registry import register_method
-from ...components.encoders import PerModalityEncoders
 
 
 @register_method("embedding-retrieval")
@@ -98,40 +97,12 @@ class EmbeddingRetrieval(TrainingBankMixin, MissingModalityModel):
         """(N, M, D) embeddings of the bank under the current encoders (eval mode, no grad, cached)."""
         return self.cached_bank_embeddings(self.encoders)
 
-    def _same_rows(self, batch: Batch) -> Tensor:
-        """(B, N) True where bank row n is sample b itself (see ``TrainingBankMixin.same_rows``)."""
-        xs = [torch.where(mask_column(batch.mask, j, x.dim()), x, torch.zeros((), dtype=x.dtype, device=x.device))
-              for j, x in enumerate(batch.inputs.values())]
-        return self.same_rows(xs, batch.mask)
-
     def retrieve(self, batch: Batch, z: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Top-K bank neighbours per (sample, modality).
-
-        Returns ``index`` (B, M, K') long bank-row indices (K' = min(k, N)) and ``valid``
-        (B, M, K') bool: neighbour k of sample b for modality m exists (a bank row that holds m
-        and shares at least one present modality with b; in train mode, not b itself). Rows
-        are ranked by the mean cosine similarity over the modalities both sides hold.
-        """
+        """Top-K bank neighbours per (sample, modality): ``index`` (B, M, K') bank rows and
+        ``valid`` (B, M, K') (see ``TrainingBankMixin.retrieve_neighbours``)."""
         if z is None:
             z = self.encoders(batch)
-        bank = self.bank_embeddings()  # (N, M, D)
-        n_bank = bank.shape[0]
-        k = min(self.k, n_bank)
-        with torch.no_grad():
-            q = F.normalize(z.detach(), dim=-1)
-            b = F.normalize(bank, dim=-1)
-            cos = torch.einsum("bmd,nmd->bmn", q, b)  # (B, M, N)
-            shared = batch.mask.unsqueeze(2) & self.bank_mask.t().unsqueeze(0)  # (B, M, N)
-            n_shared = shared.sum(dim=1)  # (B, N)
-            zero = torch.zeros((), dtype=cos.dtype, device=cos.device)
-            sim = torch.where(shared, cos, zero).sum(dim=1) / n_shared.clamp_min(1).to(cos.dtype)  # (B, N)
-            eligible = (n_shared > 0).unsqueeze(1) & self.bank_mask.t().unsqueeze(0)  # (B, M, N)
-            if self.training:
-                eligible = eligible & ~self._same_rows(batch).unsqueeze(1)
-            scores = torch.where(eligible, sim.unsqueeze(1), torch.full((), float("-inf"), dtype=cos.dtype,
-                                                                        device=cos.device))
-            values, index = scores.topk(k, dim=2)  # (B, M, K')
-        return index, torch.isfinite(values)
+        return self.retrieve_neighbours(batch, z, self.bank_embeddings(), self.k)
 
     # ------------------------------------------------------------ forward
 
