@@ -138,3 +138,10 @@ def test_strongest_default_rejects_bad_candidates() -> None:
         build_method("strongest-default", spec, 0, candidates=("strongest-default",))
     with pytest.raises(KeyError):
         build_method("strongest-default", spec, 0, candidates=("no-such-method",))
+
+
+@pytest.mark.parametrize("name", ["summary-linear", "rocket-linear"])
+def test_fixed_feature_methods_refuse_images_by_name(name: str) -> None:
+    spec = DatasetSpec("pics", (ModalitySpec("pic", "image", (1, 4, 4)),), TaskSpec("classification", n_classes=2))
+    with pytest.raises(ValueError, match="image modalities.*'pic'"):
+        build_method(name, spec, 0)

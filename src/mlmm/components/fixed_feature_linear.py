@@ -10,6 +10,13 @@ from ..data.preprocess import Standardizer
 from ..data.spec import DatasetSpec, ModalitySpec
 from ..methods.base import MissingModalityModel, Output, mask_column
 
+#: What subclasses declare in ``MethodInfo.unsupported_kinds``: the features are time-series
+#: statistics (sequences) or the vector itself; images and token ids have no such features here.
+FIXED_FEATURE_UNSUPPORTED = {
+    "image": "fixed time-series features are defined for sequence (and vector) modalities only",
+    "text": "fixed time-series features are defined for sequence (and vector) modalities only",
+}
+
 
 class FixedFeatureLinear(MissingModalityModel):
     """Fixed per-modality features, standardised with training statistics, and one linear layer.
@@ -31,11 +38,7 @@ class FixedFeatureLinear(MissingModalityModel):
     """
 
     def __init__(self, spec: DatasetSpec, dropout: float = 0.1) -> None:
-        super().__init__(spec)
-        for m in spec.modalities:
-            if m.kind not in ("sequence", "vector"):
-                raise ValueError(f"{type(self).__name__}: modality {m.name!r} is a {m.kind}; fixed time-series "
-                                 "features are defined for sequence (and vector) modalities only")
+        super().__init__(spec)  # refuses the kinds in info.unsupported_kinds (FIXED_FEATURE_UNSUPPORTED)
         self.build_transforms(spec)
         dims = [self.feature_dim(j, m) for j, m in enumerate(spec.modalities)]
         for j, d in enumerate(dims):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ...components.fixed_feature_linear import FixedFeatureLinear
+from ...components.fixed_feature_linear import (
+    FIXED_FEATURE_UNSUPPORTED,
+    FixedFeatureLinear,
+)
 from ...components.time_series_features import RandomConvolutionFeatures
 from ...data.spec import DatasetSpec, ModalitySpec
 from ..base import MethodInfo
@@ -30,11 +33,11 @@ class RocketLinear(FixedFeatureLinear):
         fusion="early",
         recovers_missing=False,
         needs_complete_train=False,
+        unsupported_kinds=FIXED_FEATURE_UNSUPPORTED,
         paper="ROCKET / MiniRocket random convolutional kernels (Dempster et al., DMKD 2020; KDD 2021), "
               "own implementation, + linear model",
         summary="per-modality fixed random dilated convolutions (PPV + max per kernel), standardised on the "
                 "training rows, zero-imputed when missing, + mask -> one linear layer",
-        deviations={},
     )
 
     def __init__(self, spec: DatasetSpec, n_kernels: int = 500, kernel_seed: int = 0, dropout: float = 0.1) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ...components.fixed_feature_linear import FixedFeatureLinear
+from ...components.fixed_feature_linear import (
+    FIXED_FEATURE_UNSUPPORTED,
+    FixedFeatureLinear,
+)
 from ...components.time_series_features import summary_feature_dim, summary_statistics
 from ...data.spec import ModalitySpec
 from ..base import MethodInfo
@@ -27,6 +30,7 @@ class SummaryLinear(FixedFeatureLinear):
         fusion="early",
         recovers_missing=False,
         needs_complete_train=False,
+        unsupported_kinds=FIXED_FEATURE_UNSUPPORTED,
         paper="Summary-statistic features + linear model, the feature-based time-series baseline "
               "(cf. catch22, Lubba et al., DMKD 2019; tsfresh, Christ et al., 2018)",
         summary="per-channel mean/std/min/max/slope/quantiles of each sequence modality, standardised on the "
