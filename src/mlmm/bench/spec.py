@@ -299,6 +299,14 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str], source: st
     return out
 
 
+def _method_keys(raw: dict) -> set[str]:
+    """The method keys (label or name) a raw spec mapping lists; malformed entries are left to validation."""
+    methods = raw.get("methods")
+    if not isinstance(methods, list):
+        return set()
+    return {m.get("label") or m.get("name") for m in methods if isinstance(m, dict)}
+
+
 def parse_spec(text: str, source: str = "<spec>", overrides: Sequence[str] = ()) -> BenchSpec:
     """YAML text (+ ``--set`` overrides) -> validated ``BenchSpec``; errors name ``source`` and the key."""
     try:
@@ -311,7 +319,14 @@ def parse_spec(text: str, source: str = "<spec>", overrides: Sequence[str] = ())
         raise SpecError(f"{source}: a spec is a YAML mapping (name, datasets, methods, scenarios, seeds, ...)")
     if isinstance(raw.get("methods"), list):  # expand the shorthand first, so --set methods.0.params.x=1 works
         raw["methods"] = [{"name": m} if isinstance(m, str) else m for m in raw["methods"]]
+    before = _method_keys(raw)
     raw = apply_overrides(raw, overrides, source=f"{source} --set")
+    # `--set methods=[...]` that leaves out the paper's own method is a narrowed rerun, not a typo:
+    # its published figures are still shown, just without an "ours" row to compare.
+    removed = before - _method_keys(raw)
+    for pub in raw.get("published") or []:
+        if isinstance(pub, dict) and pub.get("ours") in removed:
+            pub["ours"] = None
     try:
         spec = BenchSpec.model_validate(raw)
     except ValidationError as err:
