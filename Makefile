@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast lint clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +19,18 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/mlmm demo --out mlmm-demo
 
-# One pytest worker per core (pytest-xdist): the suite trains hundreds of small models.
+# The linter first (seconds), then one pytest worker per core (pytest-xdist): the suite
+# trains hundreds of small models.
 test: install
+	$(BIN)/ruff check src tests benchmarks scripts examples
 	$(BIN)/python -m pytest -n auto
 
 test-fast: install
+	$(BIN)/ruff check src tests benchmarks scripts examples
 	$(BIN)/python -m pytest -n auto -m "not slow"
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks scripts examples
 
 clean:
 	rm -rf $(VENV) mlmm-demo

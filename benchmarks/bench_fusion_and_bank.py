@@ -1,4 +1,5 @@
-"""Before/after ratios of two speed-ups (all-subsets fusion, memory-bank own-copy check), each measured in one run on the same data.
+"""Before/after ratios of two speed-ups (all-subsets fusion, memory-bank own-copy check), each measured in one run on
+the same data.
 
 1. All-subsets fusion of masked-mean: the generic ``FactorisedFusion.fuse_subsets`` (one
    ``fuse_embeddings`` per mask, pool then the whole head) vs masked-mean's own (the head's first
@@ -18,9 +19,9 @@ import time
 import torch
 
 from mlmm import Standardizer, load_dataset
-from mlmm.data.splits import make_splits
 from mlmm.components.factorised import FactorisedFusion
 from mlmm.components.memory_bank import _equal_rows
+from mlmm.data.splits import make_splits
 from mlmm.metrics.evaluate import modality_subsets
 from mlmm.missing import make_protocol
 from mlmm.train.loop import TrainConfig, Trainer, build_method

@@ -82,10 +82,11 @@ def main() -> None:
     for _ in range(args.repeats):
         bare.append(bare_loop(train, val, config))
         lib.append(library_loop(train, val, config))
-    b, l = statistics.median(bare), statistics.median(lib)
+    b, lib_s = statistics.median(bare), statistics.median(lib)
     print(f"bare loop    {b:6.2f} s  ({1000 * b / args.epochs:.0f} ms/epoch)")
-    print(f"mlmm Trainer {l:6.2f} s  ({1000 * l / args.epochs:.0f} ms/epoch)")
-    print(f"ratio Trainer / bare = {l / b:.3f}   (median of {args.repeats}, {args.epochs} epochs, threads {args.threads})")
+    print(f"mlmm Trainer {lib_s:6.2f} s  ({1000 * lib_s / args.epochs:.0f} ms/epoch)")
+    print(f"ratio Trainer / bare = {lib_s / b:.3f}   "
+          f"(median of {args.repeats}, {args.epochs} epochs, threads {args.threads})")
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ import time
 
 import torch
 
+from mlmm.components.factorised import is_factorised
 from mlmm.data.registry import load_dataset
 from mlmm.data.splits import make_splits
-from mlmm.components.factorised import is_factorised
 from mlmm.metrics.evaluate import evaluate, evaluate_subsets
 from mlmm.train.loop import TrainConfig, Trainer, build_method
 

@@ -107,7 +107,8 @@ def main() -> None:
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump(rows, fh, indent=1)
-    print(f"{len(rows) - len(failed)}/{len(rows)} methods pass on CUDA" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    failures = f"; failed: {', '.join(failed)}" if failed else ""
+    print(f"{len(rows) - len(failed)}/{len(rows)} methods pass on CUDA{failures}")
     raise SystemExit(1 if failed else 0)
 
 

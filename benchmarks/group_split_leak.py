@@ -17,7 +17,6 @@ import json
 import time
 import warnings
 
-import numpy as np
 import torch
 
 from mlmm.data.splits import GroupLeakWarning

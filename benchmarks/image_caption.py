@@ -55,8 +55,9 @@ def main() -> None:
     for name, figs in rows.items():
         f = 100 * np.asarray(figs)
         diff = f[:, 0] - f[:, 1]
+        per_seed = ", ".join(f"{d:+.1f}" for d in diff)
         print(f"| `{name}` | {f[:, 0].mean():.1f} ± {f[:, 0].std():.1f} | {f[:, 1].mean():.1f} ± {f[:, 1].std():.1f} "
-              f"| {f[:, 2].mean():.1f} ± {f[:, 2].std():.1f} | {diff.mean():+.1f} (per seed {', '.join(f'{d:+.1f}' for d in diff)}) |")
+              f"| {f[:, 2].mean():.1f} ± {f[:, 2].std():.1f} | {diff.mean():+.1f} (per seed {per_seed}) |")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ Usage: python benchmarks/stream_latency.py [--fail-step 50] [--seeds 0,1,2] [--e
        [--train-protocol catastrophic --train-rate 0.5]
 
 Per seed: trains ``streaming-gru`` on the training split (by default complete data with
-the loop's modality dropout; --train-protocol adds e.g. sensor failures), then streams the 40 test recordings one step at a time: with
-every sensor, with the gyroscope dying at --fail-step, and with the accelerometer
-dying there. Latency: one stream (B = 1), ``Streamer.step`` per step, against one
+the loop's modality dropout; --train-protocol adds e.g. sensor failures), then streams the
+40 test recordings one step at a time: with every sensor, with the gyroscope dying at
+--fail-step, and with the accelerometer dying there. Latency: one stream (B = 1), ``Streamer.step`` per step, against
+one
 full forward over the whole sequence (what recomputing the past would cost at the
 last step). Not a test: timings depend on the machine and its load.
 """

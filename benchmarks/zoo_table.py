@@ -120,13 +120,15 @@ def table(out: Path) -> str:
         rows.append([
             method, METHODS.get(method).info.category, f"{hw['n_parameters']:,}", f"{per_epoch:.2f}", _where(hw),
             _pct(r["hw0"]["metrics"]["accuracy"]),
-            _pct(hw["metrics"]["accuracy"]) + (" †" if complete_train_fields(method, CELLS["hw50"]) != CELLS["hw50"] else ""),
+            _pct(hw["metrics"]["accuracy"])
+            + (" †" if complete_train_fields(method, CELLS["hw50"]) != CELLS["hw50"] else ""),
             *(_pct(subsets[s]["accuracy"]) for s in ("accelerometer", "gyroscope", "accelerometer+gyroscope")),
         ])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     if any(row[6].endswith("†") for row in rows):
-        lines.append("\n† needs complete training samples: complete train and validation data, entry rate 0.5 at test only.")
+        lines.append("\n† needs complete training samples: complete train and validation data, "
+                     "entry rate 0.5 at test only.")
     return "\n".join(lines)
 
 

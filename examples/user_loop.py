@@ -23,13 +23,13 @@ def fit_with_own_loop(method, train, val, config=None, seed=0):
     """Train ``method`` on ``train`` (a MultimodalDataset) with early stopping on ``val``."""
     with seeded(seed):  # parameter init, dropout: a fixed seed without touching the caller's RNG
         steps = FitSteps(method, train, val, config=config or TrainConfig(), seed=seed)
-        for stage in steps.stages():
+        for _stage in steps.stages():
             # steps.sampler() shuffles the rows as mlmm.Trainer does (any sampler works; this one
             # makes the model identical). The DataLoader's own generator feeds its per-epoch
             # worker seed, which would otherwise come from the global RNG dropout draws from.
             loader = DataLoader(train, batch_size=steps.batch_size, sampler=steps.sampler(),
                                 collate_fn=collate, generator=torch.Generator())
-            for epoch in steps.epochs():  # validation and early stopping after each epoch
+            for _epoch in steps.epochs():  # validation and early stopping after each epoch
                 for batch in loader:
                     steps.step(batch)  # standardise, modality dropout, forward, loss, backward, step
         return steps.finish()  # calibrate on val; a FittedModel in eval mode

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from mlmm.components.distillation_losses import kd_per_sample
+from mlmm.components.pooling import masked_mean
+from mlmm.components.subpatterns import drop_present, pattern_ids, uniform_subpattern
 from mlmm.data.batch import Batch
 from mlmm.data.datasets import make_synthetic
 from mlmm.data.spec import DatasetSpec, ModalitySpec, TaskSpec
 from mlmm.methods import METHODS
-from mlmm.components.pooling import masked_mean
-from mlmm.components.subpatterns import drop_present, pattern_ids, uniform_subpattern
-from mlmm.components.distillation_losses import kd_per_sample
 from mlmm.missing import EntryRate, Scenario
 from mlmm.missing.functional import entry_rate_mask
 from mlmm.testing import run_conformance

@@ -215,7 +215,8 @@ def test_cli_cases_are_many():
 
 
 @pytest.mark.parametrize("argv, culprit", [
-    (RUN + ["--lr", "10000", "--epochs", "2", "--json"], "training diverged: loss term 'task' is non-finite at epoch 1"),
+    (RUN + ["--lr", "10000", "--epochs", "2", "--json"],
+     "training diverged: loss term 'task' is non-finite at epoch 1"),
     (RUN + ["--lr", "50000", "--epochs", "1", "--batch-size", "8", "--modality-dropout", "0"], "non-finite"),
 ])
 def test_cli_divergence_exits_2_with_one_line(argv, culprit, tmp_path, monkeypatch, capsys):
@@ -291,6 +292,8 @@ def test_subprocess_exit_code_and_single_line():
 
 
 def _api_cases():
+    import io
+
     from mlmm import ExperimentConfig, TrainConfig, build_method, evaluate, load_dataset, make_protocol, run_experiment
     from mlmm.data.datasets import make_synthetic
     from mlmm.data.loaders import load_data_file
@@ -299,8 +302,6 @@ def _api_cases():
     from mlmm.experiment import check_seeds
     from mlmm.safe_yaml import load_yaml
     from mlmm.train.loop import Trainer
-
-    import io
 
     spec = lambda: load_dataset("synthetic").spec  # noqa: E731
 

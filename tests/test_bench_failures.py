@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlmm.bench import load_cells, parse_spec, run_bench
 from mlmm.bench import execute as execute_module
+from mlmm.bench import load_cells, parse_spec, run_bench
 from mlmm.bench.store import load_failures
 from mlmm.errors import TrainingDiverged
 from mlmm.report import write_report
@@ -44,7 +44,8 @@ def test_a_diverged_cell_is_recorded_as_failed_and_the_grid_goes_on(one_diverges
     assert "zero-fill" in outcome.failed[0] and "TrainingDiverged" in outcome.failed[0]
     assert [c["method"] for c in load_cells(db)] == ["masked-mean"]  # never stored as a result
     (failure,) = load_failures(db)
-    assert failure["method_label"] == "zero-fill" and failure["reason"].startswith("TrainingDiverged: training diverged")
+    assert failure["method_label"] == "zero-fill"
+    assert failure["reason"].startswith("TrainingDiverged: training diverged")
     paths = write_report(load_cells(db), tmp_path / "rep", failures=load_failures(db))
     md = paths["markdown"].read_text()
     assert "## Failed cells (not results)" in md and "non-finite at epoch 1" in md

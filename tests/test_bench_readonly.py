@@ -31,7 +31,8 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 def _result(seed: int) -> dict:
     realised = {role: {"mask_sha256": f"{role}-{seed}", "missing_entry_fraction": 0.2,
-                       "complete_sample_fraction": 0.5, "incomplete_sample_fraction": 0.5} for role in ("train", "val", "test")}
+                       "complete_sample_fraction": 0.5, "incomplete_sample_fraction": 0.5}
+                for role in ("train", "val", "test")}
     return {"record": {"seed": seed, "metrics": {"accuracy": 0.5 + seed / 10, "macro_f1": 0.4}, "realised": realised,
                        "subsets": {}, "best_epoch": 1, "train_seconds": 1.0, "epochs_run": 2, "n_parameters": 10},
             "versions": {"mlmm": "0"}, "worker": "h:1", "started_at": "2026-01-01T00:00:00+00:00",

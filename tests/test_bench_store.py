@@ -19,7 +19,8 @@ reference: zero-fill
 
 
 def fake_result(seed: int) -> dict:
-    realised = {role: {"mask_sha256": f"{role}-{seed}", "missing_entry_fraction": 0.2} for role in ("train", "val", "test")}
+    realised = {role: {"mask_sha256": f"{role}-{seed}", "missing_entry_fraction": 0.2}
+                for role in ("train", "val", "test")}
     return {
         "record": {"seed": seed, "metrics": {"accuracy": 0.5 + seed / 10, "macro_f1": 0.4}, "realised": realised,
                    "subsets": {"m0": {"accuracy": 0.3, "macro_f1": 0.2, "n": 10}}, "best_epoch": 3,

@@ -15,12 +15,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from mlmm.components.pretrained_backbone import MissingExtraError
 from mlmm.data.batch import Batch
 from mlmm.data.preprocess import Standardizer
 from mlmm.data.spec import DatasetSpec
 from mlmm.methods import METHODS, MethodInfo, MissingModalityModel, Output, register_method
 from mlmm.methods.base import masked_fill_rows
-from mlmm.components.pretrained_backbone import MissingExtraError
 from mlmm.testing import CHECKS, SLOW_CHECKS, check_deviations, conformance_data, run_conformance
 
 KINDS = ("vector", "sequence")

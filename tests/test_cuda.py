@@ -2,7 +2,8 @@
 
 CI has no GPU; this runs on a user's GPU machine or the project's lent one
 (``pytest tests/test_cuda.py``; ``MLMM_TEST_BACKBONE=DIR`` gives the pretrained
-methods a local model directory where the ``pretrained`` extra is not installed). It catches tensors created on the CPU inside a
+methods a local model directory where the ``pretrained`` extra is not installed). It catches tensors created on the CPU
+inside a
 method (a buffer, a fill value, a random draw) that only a real second device exposes.
 """
 
@@ -13,9 +14,9 @@ import pytest
 import torch
 
 from mlmm import load_dataset
+from mlmm.components.pretrained_backbone import MissingExtraError
 from mlmm.data.splits import make_splits
 from mlmm.methods import METHODS
-from mlmm.components.pretrained_backbone import MissingExtraError
 from mlmm.missing import Scenario, make_protocol
 from mlmm.train.loop import TrainConfig, Trainer, build_method
 

@@ -12,8 +12,13 @@ import torch
 from mlmm.cli import main
 from mlmm.data.datasets.synthetic import make_synthetic
 from mlmm.data.preprocess import Standardizer
-from mlmm.explain import (harsanyi_dividends, interaction_index, modality_contributions, permutation_shapley,
-                          shapley_values)
+from mlmm.explain import (
+    harsanyi_dividends,
+    interaction_index,
+    modality_contributions,
+    permutation_shapley,
+    shapley_values,
+)
 from mlmm.methods.base import MethodInfo, MissingModalityModel, Output
 from mlmm.train.loop import FittedModel, TrainConfig, Trainer, build_method
 

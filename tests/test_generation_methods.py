@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from mlmm.components.generated_fill import hide_bernoulli, keep_random_subset, masked_reconstruction
 from mlmm.data.batch import Batch
 from mlmm.data.datasets import make_synthetic
 from mlmm.data.preprocess import Standardizer
 from mlmm.data.spec import DatasetSpec, ModalitySpec, TaskSpec
 from mlmm.methods import METHODS
-from mlmm.components.generated_fill import hide_bernoulli, keep_random_subset, masked_reconstruction
 from mlmm.methods.coordinated_representation.dcca_align import masked_cca_correlation, pairwise_masked_dcca
 from mlmm.missing.functional import entry_rate_mask
 from mlmm.train.loop import TrainConfig, Trainer, build_method, seeded

@@ -11,13 +11,8 @@ import itertools
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.distributions import Dirichlet, kl_divergence
 
-from mlmm.data.batch import Batch
-from mlmm.data.datasets import make_synthetic
-from mlmm.data.preprocess import Standardizer
-from mlmm.methods import METHODS
 from mlmm.components.evidential import (
     combine_opinions,
     combine_two,
@@ -26,8 +21,12 @@ from mlmm.components.evidential import (
     opinion,
     opinion_to_alpha,
 )
-from mlmm.methods.representation_composition.masked_mean import MaskedMeanFusion
 from mlmm.components.llm_router import make_llm_router, routing_prompt
+from mlmm.data.batch import Batch
+from mlmm.data.datasets import make_synthetic
+from mlmm.data.preprocess import Standardizer
+from mlmm.methods import METHODS
+from mlmm.methods.representation_composition.masked_mean import MaskedMeanFusion
 from mlmm.missing.functional import entry_rate_mask
 from mlmm.train.loop import TrainConfig, Trainer, build_method
 

@@ -93,7 +93,8 @@ def test_subjects_leave_the_plain_generator_unchanged_and_carry_through_masks(su
     assert all(torch.equal(a.inputs[k], b.inputs[k]) for k in a.inputs) and a.groups is None
     assert load_dataset("synthetic-subjects").groups.tolist() == subjects.groups.tolist()
     masked = subjects.with_mask(torch.ones_like(subjects.mask))
-    assert masked.groups is subjects.groups and subjects.subset([3, 1]).groups.tolist() == subjects.groups[[3, 1]].tolist()
+    assert masked.groups is subjects.groups
+    assert subjects.subset([3, 1]).groups.tolist() == subjects.groups[[3, 1]].tolist()
     with pytest.raises(ValueError, match="one id per row"):
         type(subjects)(subjects.spec, subjects.inputs, subjects.target, groups=[0, 1])
 

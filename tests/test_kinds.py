@@ -49,7 +49,8 @@ def test_unstated_vocab_size_is_inferred_with_a_warning():
 def test_token_id_out_of_range_names_modality_and_value(bad):
     arrays = _arrays()
     arrays["caption"][7, 2] = bad
-    with pytest.raises(ValueError, match=rf"modality 'caption': token id {bad} in sample 7 is outside \[0, vocab_size=50\)"):
+    message = rf"modality 'caption': token id {bad} in sample 7 is outside \[0, vocab_size=50\)"
+    with pytest.raises(ValueError, match=message):
         load_arrays(arrays, kinds={"image": "image", "caption": "text"}, vocab_size={"caption": 50})
 
 

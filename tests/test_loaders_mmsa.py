@@ -29,10 +29,12 @@ def make_mmsa(path, n=(12, 6, 6), seed=0, bert=False):
         vision[2] = 0.0  # all-zero features -> vision missing
         d = {"text": rng.normal(size=(k, 5, 4)).astype(np.float32) + y[:, None, None],
              "audio": audio, "vision": vision, "regression_labels": y,
-             "classification_labels": (y > 0).astype(np.int64) + (y >= 0), "audio_lengths": np.r_[6, 0, np.full(k - 2, 6)],
+             "classification_labels": (y > 0).astype(np.int64) + (y >= 0),
+             "audio_lengths": np.r_[6, 0, np.full(k - 2, 6)],
              "vision_lengths": np.full(k, 6), "id": [f"{split}{i}" for i in range(k)], "raw_text": ["a b"] * k}
         if bert:
-            d["text_bert"] = np.stack([rng.integers(1, 99, (k, 5)), np.ones((k, 5)), np.zeros((k, 5))], 1).astype(np.float32)
+            ids = rng.integers(1, 99, (k, 5))
+            d["text_bert"] = np.stack([ids, np.ones((k, 5)), np.zeros((k, 5))], 1).astype(np.float32)
         out[split] = d
     with open(path, "wb") as f:
         pickle.dump(out, f)

@@ -108,7 +108,8 @@ def test_npz_arrays_mask_and_errors(tmp_path):
 
 
 def test_mapping_file(csv, tmp_path):
-    (tmp_path / "data.yaml").write_text("path: toy.csv\nmodalities: {a: [a1, a2], b: 'prefix:b_'}\nlabel: y\nsplit: split\n")
+    (tmp_path / "data.yaml").write_text(
+        "path: toy.csv\nmodalities: {a: [a1, a2], b: 'prefix:b_'}\nlabel: y\nsplit: split\n")
     (tmp_path / "data.json").write_text(json.dumps({"path": str(csv), "modalities": {"a": "a1"}, "label": "y"}))
     assert load_data_file(tmp_path / "data.yaml").spec.modality_names == ("a", "b")
     assert load_data_file(tmp_path / "data.json").spec.modality_names == ("a",)
@@ -121,7 +122,8 @@ def test_cli_run_on_a_csv(csv, capsys):
     """End to end: a CSV -> `mlmm run` trains and prints a result table."""
     try:
         code = main(["run", "--data-file", str(csv), "--modality", "a=a1,a2", "--modality", "b=prefix:b_",
-                     "--label", "y", "--split-column", "split", "--method", "zero-fill", "--epochs", "2", "--min-steps-per-epoch", "1",
+                     "--label", "y", "--split-column", "split", "--method", "zero-fill", "--epochs", "2",
+                     "--min-steps-per-epoch", "1",
                      "--no-subsets", "--json"])
         assert code == 0
         result = json.loads(capsys.readouterr().out)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import pytest
 import torch
 
@@ -99,7 +98,8 @@ def test_known_file_name_with_other_bytes_warns_and_own_files_do_not(tmp_path):
 
 
 def test_regression_target_and_wrong_options(tmp_path):
-    head = "@problemName R\n@univariate false\n@dimensions 2\n@equalLength true\n@seriesLength 2\n@targetLabel true\n@data\n"
+    head = ("@problemName R\n@univariate false\n@dimensions 2\n@equalLength true\n@seriesLength 2\n"
+            "@targetLabel true\n@data\n")
     (tmp_path / "r.ts").write_text(head + "1,2:3,4:0.5\n5,6:7,8:-1.25\n")
     data = load_ts(tmp_path / "r.ts", channels={"a": [0], "b": [1]})
     assert data.spec.task.kind == "regression" and data.target.tolist() == [0.5, -1.25]

@@ -157,7 +157,8 @@ def test_evaluate_subsets_really_hides_uninformative_modalities():
                           noise=0.5, seed=0)
     train, val, test = make_splits(data, "fixed", seed=0)
     method = build_method("masked-mean", data.spec, seed=0, embed_dim=16, hidden=32)
-    fit = Trainer(TrainConfig(max_epochs=15, batch_size=32, lr=1e-2, modality_dropout=0.5)).fit(method, train, val, seed=0)
+    config = TrainConfig(max_epochs=15, batch_size=32, lr=1e-2, modality_dropout=0.5)
+    fit = Trainer(config).fit(method, train, val, seed=0)
     results = evaluate_subsets(fit.model, test)
     assert len(results) == 7
     assert all(r["n"] == len(test) for r in results.values())

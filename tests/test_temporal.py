@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from mlmm.components.time_pool import masked_time_mean_max
 from mlmm.data.base import MultimodalDataset
 from mlmm.data.batch import Batch, validate_batch
 from mlmm.data.preprocess import Standardizer
 from mlmm.data.spec import DatasetSpec, ModalitySpec, TaskSpec
-from mlmm.components.time_pool import masked_time_mean_max
 from mlmm.missing import Asynchronous, Burst, Catastrophic, Scenario, Systematic, make_protocol
 from mlmm.missing.time_masks import async_steps, burst_steps, catastrophic_steps, systematic_mask
 from mlmm.train.loop import TrainConfig, Trainer, build_method, seeded
@@ -20,7 +20,8 @@ from mlmm.train.loop import TrainConfig, Trainer, build_method, seeded
 T = 12
 SPEC = DatasetSpec(
     "toy-seq",
-    (ModalitySpec("acc", "sequence", (T, 2)), ModalitySpec("gyr", "sequence", (T, 3)), ModalitySpec("v", "vector", (4,))),
+    (ModalitySpec("acc", "sequence", (T, 2)), ModalitySpec("gyr", "sequence", (T, 3)),
+     ModalitySpec("v", "vector", (4,))),
     TaskSpec("classification", n_classes=2),
 )
 
@@ -303,7 +304,8 @@ def test_without_time_masks_the_methods_see_full_sequences():
     for name in ("masked-temporal-pool", "frame-repeat"):
         method = build_method(name, SPEC, seed=0).eval()
         every_step = {k: torch.ones(6, T, dtype=torch.bool) for k in ("acc", "gyr")}
-        assert torch.allclose(method(full).logits, method(Batch(full.inputs, full.mask, full.target, every_step)).logits)
+        stepped = Batch(full.inputs, full.mask, full.target, every_step)
+        assert torch.allclose(method(full).logits, method(stepped).logits)
 
 
 @pytest.mark.slow

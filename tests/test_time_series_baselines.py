@@ -47,7 +47,10 @@ def test_summary_statistics_ignore_order_except_the_slope() -> None:
     f, g = summary_statistics(x), summary_statistics(x.flip(1))
     slope = SUMMARY_NAMES.index("slope")
     others = [i for i in range(len(SUMMARY_NAMES)) if i != slope]
-    pick = lambda v, idx: torch.cat([v[:, i * 3:(i + 1) * 3] for i in idx], dim=1)
+
+    def pick(v, idx):
+        return torch.cat([v[:, i * 3:(i + 1) * 3] for i in idx], dim=1)
+
     torch.testing.assert_close(pick(f, others), pick(g, others))
     torch.testing.assert_close(pick(g, [slope]), -pick(f, [slope]))
 
@@ -77,7 +80,8 @@ def test_random_convolutions_see_frequency_that_summary_statistics_miss() -> Non
 
 def test_random_convolutions_are_fixed_by_their_seed_and_use_their_biases() -> None:
     x = torch.randn(3, 40, 2, generator=torch.Generator().manual_seed(1))
-    a, b = RandomConvolutionFeatures(2, 40, n_kernels=20, seed=5), RandomConvolutionFeatures(2, 40, n_kernels=20, seed=5)
+    a = RandomConvolutionFeatures(2, 40, n_kernels=20, seed=5)
+    b = RandomConvolutionFeatures(2, 40, n_kernels=20, seed=5)
     c = RandomConvolutionFeatures(2, 40, n_kernels=20, seed=6)
     torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
     assert not torch.allclose(a(x), c(x))

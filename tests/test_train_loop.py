@@ -11,8 +11,8 @@ import torch
 
 from mlmm.data.datasets import make_synthetic
 from mlmm.data.splits import make_splits
-from mlmm.methods import METHODS
 from mlmm.errors import EmptySplitError, InvalidParameterError, TrainingDiverged
+from mlmm.methods import METHODS
 from mlmm.train.loop import FitNeverImproved, FittedModel, TrainConfig, Trainer, build_method, drop_modalities
 
 SMALL = dict(embed_dim=16, hidden=16)
@@ -191,7 +191,8 @@ def test_method_needing_complete_train_is_refused_on_incomplete_data(splits):
     mask = train.mask.clone()
     mask[:3, 1] = False
     incomplete = train.with_mask(mask)
-    with pytest.raises(ValueError, match=r"needs complete training samples, but 3 of \d+ training samples are incomplete"):
+    message = r"needs complete training samples, but 3 of \d+ training samples are incomplete"
+    with pytest.raises(ValueError, match=message):
         Trainer(TrainConfig(max_epochs=1)).fit(NeedsComplete(train.spec, **SMALL), incomplete, val)
     # Complete training data is accepted (an incomplete validation split is fine).
     fit = Trainer(TrainConfig(max_epochs=1)).fit(NeedsComplete(train.spec, **SMALL), train, val.with_mask(
@@ -262,7 +263,8 @@ def test_fitted_model_standardises_with_training_statistics(splits):
     expected_mean = train.inputs["m0"].double().mean(dim=0).float()
     assert torch.allclose(fit.model.standardizer.mean_m0, expected_mean, atol=1e-5)
     # The preprocessing travels in the state dict: a rebuilt model predicts the same.
-    rebuilt = FittedModel(type(fit.model.standardizer)(train.spec), build_method("masked-mean", train.spec, seed=99, **SMALL))
+    rebuilt = FittedModel(type(fit.model.standardizer)(train.spec),
+                          build_method("masked-mean", train.spec, seed=99, **SMALL))
     rebuilt.load_state_dict(fit.model.state_dict())
     rebuilt.eval()
     assert torch.allclose(rebuilt.predict_logits(test), fit.model.predict_logits(test), atol=1e-6)
@@ -296,7 +298,8 @@ def test_selection_criterion_picks_the_best_epoch_of_its_own_score(select_on: st
 
 def test_non_finite_training_loss_raises_naming_epoch_stage_and_term(splits):
     # lr 1e4 drives masked-mean's weights to inf within the first epoch (found: exit 0 at chance).
-    with pytest.raises(TrainingDiverged, match=r"loss term 'task' is non-finite at epoch 1, step \d+ of stage 'main'") as err:
+    message = r"loss term 'task' is non-finite at epoch 1, step \d+ of stage 'main'"
+    with pytest.raises(TrainingDiverged, match=message) as err:
         _fit(splits, TrainConfig(max_epochs=2, lr=1e4, grad_clip=None, modality_dropout=0.0))
     assert (err.value.epoch, err.value.stage, err.value.term) == (1, "main", "task")
 
@@ -358,7 +361,8 @@ def test_evaluating_on_another_datasets_data_names_the_mismatch(splits):
 
     fit = _fit(splits, TrainConfig(max_epochs=1))
     other = make_synthetic(n_samples=30, n_classes=3, n_modalities=2, dims=4, seed=0)
-    with pytest.raises(ValueError, match=r"the data has modalities \(m0, m1\) but the model was trained on .*\(m0, m1, m2\)"):
+    message = r"the data has modalities \(m0, m1\) but the model was trained on .*\(m0, m1, m2\)"
+    with pytest.raises(ValueError, match=message):
         evaluate(fit.model, other)
     with pytest.raises(ValueError, match="but the model was trained on"):
         evaluate_subsets(fit.model, other)

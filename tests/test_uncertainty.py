@@ -98,8 +98,8 @@ def test_cli_uncertainty_json(capsys) -> None:
 
 
 def test_regression_task_is_refused_by_name() -> None:
-    from mlmm.data.spec import DatasetSpec, ModalitySpec, TaskSpec
     from mlmm.data.base import MultimodalDataset
+    from mlmm.data.spec import DatasetSpec, ModalitySpec, TaskSpec
 
     spec = DatasetSpec("reg", (ModalitySpec("a", "vector", (2,)),), TaskSpec("regression"))
     data = MultimodalDataset(spec, {"a": np.zeros((4, 2), np.float32)}, np.zeros((4, 1), np.float32))

@@ -69,7 +69,8 @@ def test_own_loop_trains_exactly_what_trainer_trains(name, complete):
 
 
 def test_own_loop_refuses_a_method_needing_complete_data():
-    with pytest.raises(ValueError, match=r"'mmin' needs complete training samples, but 40 of 60 training samples are incomplete"):
+    message = r"'mmin' needs complete training samples, but 40 of 60 training samples are incomplete"
+    with pytest.raises(ValueError, match=message):
         _example().fit_with_own_loop(build_method("mmin", SPEC, embed_dim=8), _data(60, 0), _data(30, 1), FAST)
 
 

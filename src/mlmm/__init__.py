@@ -10,7 +10,14 @@ thing, real bundled datasets, and one training loop.
 # that one-way (a components module imported first would be half-built when a method needs it).
 from .methods import CATEGORIES, METHODS, MethodInfo, MissingModalityModel, Output, register_method  # isort: skip
 from .data import (
-    Batch, DatasetSpec, ModalitySpec, MultimodalDataset, Standardizer, TaskSpec, dataset_infos, load_dataset,
+    Batch,
+    DatasetSpec,
+    ModalitySpec,
+    MultimodalDataset,
+    Standardizer,
+    TaskSpec,
+    dataset_infos,
+    load_dataset,
     make_splits,
 )
 from .experiment import ExperimentConfig, run_experiment

@@ -16,18 +16,17 @@ import csv
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .data.registry import load_dataset
 from .experiment import ExperimentConfig, run_seed, summarise, validate_config
 from .missing import make_protocol
 from .report import pivot_table, results_table
 from .train.loop import TrainConfig
-
 
 #: The demo's default methods: the foundation baselines, one or two per family, chosen so the
 #: whole grid (x 3 rates x 3 seeds) takes a few minutes on 2 cores. ``mlmm demo --all-methods``

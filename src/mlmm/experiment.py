@@ -11,24 +11,25 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
+from .components.factorised import is_factorised
+from .data.base import MultimodalDataset
 from .data.registry import load_dataset
 from .data.splits import check_split, fold_splits, make_splits
-from .components.factorised import is_factorised
+from .errors import EmptySplitError, InvalidParameterError
+from .methods.params import check_method_params
+from .methods.registry import METHODS
 from .metrics.efficiency import PeakMemory
 from .metrics.evaluate import evaluate_subsets
 from .metrics.figures import cell_figures
 from .metrics.task import summarise_seeds
 from .missing import Scenario, make_protocol
-from .data.base import MultimodalDataset
-from .errors import EmptySplitError, InvalidParameterError
-from .methods.params import check_method_params
-from .methods.registry import METHODS
 from .train.devices import check_device
 from .train.loop import FitResult, TrainConfig, Trainer, build_method
 from .validation import Interval, check_value

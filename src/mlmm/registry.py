@@ -6,7 +6,8 @@ decorator at import time, and tests parametrize over ``registry.names()``.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

@@ -13,8 +13,8 @@ report accuracy and uncertainty against time plus the per-step latency.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -204,10 +204,9 @@ def stream_demo(dataset: str, failures: Mapping[str, int], *, method: str = "str
     from .data.registry import load_dataset
     from .data.splits import make_splits
     from .experiment import RATELESS_PROTOCOLS
+    from .methods import METHODS
     from .missing import Scenario, make_protocol
     from .train.loop import TrainConfig, Trainer, build_method
-
-    from .methods import METHODS
 
     data = load_dataset(dataset)
     parse_check = {m.name for m in data.spec.modalities if m.kind == "sequence"}

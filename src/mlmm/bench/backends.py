@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 from .execute import execute_cell
 

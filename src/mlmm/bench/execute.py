@@ -54,7 +54,8 @@ def execute_cell(payload: dict[str, Any], threads: int | None = None) -> dict[st
     try:
         record = run_seed(cell.config(), cell.seed)
     except CELL_FAILURES as err:  # the cell's own failure, recorded as such: the grid goes on
-        return {"failed": f"{type(err).__name__}: {err}".splitlines()[0], "worker": f"{socket.gethostname()}:{os.getpid()}",
+        return {"failed": f"{type(err).__name__}: {err}".splitlines()[0],
+                "worker": f"{socket.gethostname()}:{os.getpid()}",
                 "started_at": started, "finished_at": utc_now(), "wall_seconds": time.perf_counter() - start}
     # CPU seconds beside wall seconds: on a shared machine the wall time says more about the
     # neighbours than about the cell, while CPU time (one torch thread) stays comparable.

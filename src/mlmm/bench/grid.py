@@ -80,7 +80,7 @@ class Cell:
         return out
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> "Cell":
+    def from_payload(cls, payload: dict[str, Any]) -> Cell:
         return cls(**{**payload, "train": TrainConfig(**payload["train"])})
 
 

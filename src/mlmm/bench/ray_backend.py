@@ -8,7 +8,8 @@ driver, which writes the store, exactly as with the local pool.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from .execute import execute_cell
 

@@ -21,18 +21,19 @@ import hashlib
 import json
 import re
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from ..data.registry import DATASETS
 from ..data.splits import check_split
+from ..errors import UnsafeFileError
 from ..experiment import RATELESS_PROTOCOLS
 from ..methods import METHODS
 from ..missing import PROTOCOLS
-from ..errors import UnsafeFileError
 from ..safe_yaml import load_yaml, read_text_file
 from ..train.loop import TrainConfig
 
@@ -109,7 +110,7 @@ class ScenarioGrid(_Strict):
         return name
 
     @model_validator(mode="after")
-    def _rates(self) -> "ScenarioGrid":
+    def _rates(self) -> ScenarioGrid:
         paired = self.train_rates is not None or self.test_rates is not None
         if self.protocol in RATELESS_PROTOCOLS:
             if self.rates is not None or paired:
@@ -233,7 +234,7 @@ class BenchSpec(_Strict):
         return check_split(split)
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "BenchSpec":
+    def _cross_checks(self) -> BenchSpec:
         keys = [m.key for m in self.methods]
         dup = next((k for k in keys if keys.count(k) > 1), None)
         if dup is not None:
@@ -246,7 +247,8 @@ class BenchSpec(_Strict):
             if pub.protocol not in {s.protocol for s in self.scenarios}:
                 raise ValueError(f"published.{i}.protocol: no scenario of the spec uses {pub.protocol!r}")
             if pub.ours is not None and pub.ours not in keys:
-                raise ValueError(f"published.{i}.ours: {pub.ours!r} is not one of the spec's methods ({', '.join(keys)})")
+                raise ValueError(f"published.{i}.ours: {pub.ours!r} is not one of the spec's methods "
+                                 f"({', '.join(keys)})")
         return self
 
     def train_config(self) -> TrainConfig:

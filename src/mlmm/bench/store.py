@@ -38,9 +38,10 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .grid import Cell
 from .spec import BenchSpec, spec_hash
@@ -314,7 +315,7 @@ class ResultStore(_Reads):
         def __exit__(self, exc_type, *_: Any) -> None:
             self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
-    def _transaction(self) -> "ResultStore._Tx":
+    def _transaction(self) -> ResultStore._Tx:
         return ResultStore._Tx(self._conn)
 
     # ------------------------------------------------------------------ writing
@@ -420,7 +421,7 @@ class Heartbeat:
         finally:
             conn.close()
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 

@@ -29,7 +29,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                    help="local: process pool on this machine; ray: Ray tasks on a cluster")
     p.add_argument("--workers", type=int, help="cells run at once (default: min(cores, cells); 1 = in this process)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker (default 1)")
-    p.add_argument("--ray-address", help="Ray cluster to join (e.g. ray://head:10001 or auto; default: a local instance)")
+    p.add_argument("--ray-address",
+                   help="Ray cluster to join (e.g. ray://head:10001 or auto; default: a local instance)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip regenerating the masks of finished cells to check their sha256")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -72,7 +73,8 @@ def _payload(outcome: BenchOutcome, summaries: list[dict]) -> dict:
     return {"spec": outcome.spec.name, "db": str(outcome.db), "run_id": outcome.run_id,
             "cells_total": outcome.cells_total, "cells_run": outcome.cells_run,
             "cells_skipped": outcome.cells_skipped, "cells_elsewhere": outcome.cells_elsewhere,
-            "cells_waited": outcome.cells_waited, "worker": outcome.worker, "seconds": outcome.seconds, "reference": outcome.spec.reference,
+            "cells_waited": outcome.cells_waited, "worker": outcome.worker, "seconds": outcome.seconds,
+            "reference": outcome.spec.reference,
             "summary": summaries, "cells_failed": outcome.failed}
 
 

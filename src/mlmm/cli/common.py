@@ -9,7 +9,8 @@ import json
 import sys
 import types
 import typing
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..train.loop import TrainConfig
 

@@ -56,8 +56,8 @@ def add_parsers(sub) -> None:
 
 
 def _cell_config(args: argparse.Namespace, method: str, rate: float = 0.0):
-    from .common import parse_params, train_config
     from ..diagnostics.fitting import CellConfig
+    from .common import parse_params, train_config
 
     return CellConfig(dataset=args.dataset, method=method, rate=rate, protocol=args.protocol, split=args.split,
                       train=train_config(args), device=args.device, method_params=parse_params(args.param))
@@ -75,11 +75,11 @@ def _ms(d: dict, digits: int = 3) -> str:
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
-    from .common import UsageError, parse_seeds
     from ..data.registry import load_dataset
+    from ..diagnostics.runs import explain_runs
     from ..methods import METHODS
     from ..report import format_table
-    from ..diagnostics.runs import explain_runs
+    from .common import UsageError, parse_seeds
 
     load_dataset(args.dataset)
     METHODS.get(args.method)
@@ -110,12 +110,12 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 
 def cmd_recover(args: argparse.Namespace) -> None:
-    from .common import UsageError, parse_floats, parse_seeds
     from ..data.registry import load_dataset
-    from ..methods import METHODS
-    from ..report import format_table
     from ..diagnostics.recovery import recovering_methods
     from ..diagnostics.runs import recover_runs
+    from ..methods import METHODS
+    from ..report import format_table
+    from .common import UsageError, parse_floats, parse_seeds
 
     load_dataset(args.dataset)
     available = recovering_methods()
@@ -146,11 +146,11 @@ def cmd_recover(args: argparse.Namespace) -> None:
 
 
 def cmd_uncertainty(args: argparse.Namespace) -> None:
-    from .common import parse_floats, parse_seeds
     from ..data.registry import load_dataset
+    from ..diagnostics.runs import uncertainty_runs
     from ..methods import METHODS
     from ..report import format_table
-    from ..diagnostics.runs import uncertainty_runs
+    from .common import parse_floats, parse_seeds
 
     load_dataset(args.dataset)
     METHODS.get(args.method)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..data.registry import dataset_infos
 from ..methods import METHODS
@@ -43,5 +43,8 @@ def cmd_listing(args: argparse.Namespace) -> None:
 
 
 def _short(value: object, width: int = 110) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str) if isinstance(value, (list, dict)) else str(value)
+    if isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(value, default=str) if isinstance(value, (list, dict)) else str(value)
     return text if len(text) <= width else text[: width - 1] + "…"

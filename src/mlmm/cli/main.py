@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from .. import __version__
 from ..train.devices import check_device
 from . import bench, demo, diagnostics, listing, report, run, stream
-from .errors import KNOWN, describe
 from .common import UsageError, _Parser, add_training_flags
+from .errors import KNOWN, describe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     stream_p = sub.add_parser("stream", help="train a streaming method, then feed the test split step by step "
                                            "with sensors failing mid-sequence")
     stream_p.add_argument("--dataset", required=True)
-    stream_p.add_argument("--method", default="streaming-gru", help="a method that can stream (stream_init/stream_step)")
+    stream_p.add_argument("--method", default="streaming-gru",
+                          help="a method that can stream (stream_init/stream_step)")
     stream_p.add_argument("--fail", action="append", default=[], metavar="MODALITY@STEP",
                         help="the sensor delivers steps before STEP only, e.g. gyroscope@50 (repeatable)")
     stream_p.add_argument("--every", type=int, default=10, help="print accuracy every this many steps")

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from .common import UsageError, check_writable, parse_floats, parse_params, parse_seeds, progress, train_config
+from .common import check_writable, parse_floats, parse_params, parse_seeds, progress, train_config
 from .listing import method_names
 
 
@@ -45,11 +45,10 @@ def folds_table(result: dict) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    from ..data.loaders.user_data import parse_kind_flags, parse_modality_flags, resolve_dataset
     from ..data.registry import load_dataset
     from ..experiment import run_experiment, validate_config
     from ..report import results_table, subsets_table
-
-    from ..data.loaders.user_data import parse_kind_flags, parse_modality_flags, resolve_dataset
 
     options = {}
     if args.data_file:  # flags override the same keys of a mapping file; absent ones leave them

@@ -31,7 +31,8 @@ def cmd_stream(args: argparse.Namespace) -> None:
     header = ["steps seen"] + [f"{label}: {what}" for label in demo.curves for what in ("accuracy", "uncertainty")]
     rows = [[k] + [f"{c[what][k - 1]:.3f}" for c in demo.curves.values() for what in ("accuracy", "uncertainty")]
             for k in shown]
-    print(f"{args.method} on {args.dataset} (seed {args.seed}): {demo.epochs_run} epochs in {demo.train_seconds:.0f} s; "
+    print(f"{args.method} on {args.dataset} (seed {args.seed}): "
+          f"{demo.epochs_run} epochs in {demo.train_seconds:.0f} s; "
           f"{demo.info['n_test']} test streams; uncertainty = predictive entropy / log C")
     print(format_table(header, rows))
     for label, c in demo.curves.items():

@@ -16,8 +16,8 @@ from torch import Tensor
 from ..data.batch import Batch
 from ..data.preprocess import Standardizer
 from ..data.spec import DatasetSpec, ModalitySpec
-from .encoders import build_encoder
 from ..methods.base import MissingModalityModel, Output, mask_column
+from .encoders import build_encoder
 from .heads import mlp_head
 
 
@@ -39,7 +39,8 @@ def early_fusion_layout(spec: DatasetSpec) -> ModalitySpec:
 class FillEarlyFusion(MissingModalityModel, abc.ABC):
     """Abstract: subclasses define the fill value f_m of every modality in ``fill_values``."""
 
-    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5) -> None:
+    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None,
+                 dropout: float = 0.5) -> None:
         super().__init__(spec)
         self.layout = early_fusion_layout(spec)
         self.encoder = build_encoder(self.layout, embed_dim, hidden=hidden, dropout=dropout)

@@ -8,7 +8,8 @@ embeddings and the mask, ``mlmm.components.pooling``) and its ``MethodInfo``.
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +43,8 @@ class EncodePoolFusion(FactorisedFusion, MissingModalityModel):
         if ("pool" in vars(cls) or "fuse_embeddings" in vars(cls)) and "mean_then_head" not in vars(cls):
             cls.mean_then_head = False
 
-    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5) -> None:
+    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None,
+                 dropout: float = 0.5) -> None:
         super().__init__(spec)
         self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
         self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)

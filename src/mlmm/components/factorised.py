@@ -32,7 +32,6 @@ from torch import Tensor
 from ..data.batch import Batch
 from ..methods.base import Output
 
-
 #: Bytes of stacked embeddings one ``fuse_embeddings`` call may take in ``fuse_subsets`` (about
 #: a CPU's L2/L3 share): small per-modality outputs (late-ensemble's (N, M, C) member logits)
 #: fuse many masks per call, large ones one mask per call on row slices.

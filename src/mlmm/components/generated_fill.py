@@ -18,8 +18,9 @@ from ..data.batch import Batch
 from ..data.preprocess import Standardizer
 from ..data.spec import DatasetSpec, ModalitySpec
 from ..methods.base import MissingModalityModel, Output, mask_column
-from .heads import mlp_head
 from .encoders import PerModalityEncoders
+from .heads import mlp_head
+
 
 class FlatDecoder(nn.Module):
     """(B, in_dim) -> (B, *spec.shape): a two-layer MLP whose output is reshaped to the modality.

@@ -10,7 +10,7 @@ and the rule-based choice is used instead.
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 #: What ``PatternRouter`` passes a router: the present modalities, and one dict per expert.
 Router = Callable[[tuple[str, ...], list[dict]], str]

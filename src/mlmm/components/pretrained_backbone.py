@@ -20,8 +20,8 @@ import contextlib
 import copy
 import functools
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -162,7 +162,7 @@ class FrozenBackbone(nn.Module):
             layer.register_forward_pre_hook(functools.partial(self._inject, index), with_kwargs=True)
         super().train(False)
 
-    def train(self, mode: bool = True) -> "FrozenBackbone":
+    def train(self, mode: bool = True) -> FrozenBackbone:
         return super().train(False)  # frozen: dropout stays off in training too
 
     def _inject(self, index: int, module: nn.Module, args: tuple, kwargs: dict):
@@ -219,7 +219,8 @@ class FrozenTextReader(nn.Module):
         try:
             import transformers  # noqa: F401
         except ImportError as err:
-            raise MissingExtraError(f"reading text with a pretrained backbone needs transformers; {_EXTRA_HINT}") from err
+            raise MissingExtraError(
+                f"reading text with a pretrained backbone needs transformers; {_EXTRA_HINT}") from err
         self.model = copy.deepcopy(_load_reader_template(str(path)))
         expected = int(self.model.config.vocab_size)
         if vocab_size != expected:
@@ -230,7 +231,7 @@ class FrozenTextReader(nn.Module):
         self.hidden_size = int(self.model.config.hidden_size)
         super().train(False)
 
-    def train(self, mode: bool = True) -> "FrozenTextReader":
+    def train(self, mode: bool = True) -> FrozenTextReader:
         return super().train(False)
 
     def forward(self, ids: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ Mixed into a ``MissingModalityModel``: call ``init_row_lookup()`` in
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn

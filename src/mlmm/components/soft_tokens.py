@@ -11,9 +11,9 @@ from torch import Tensor, nn
 from ..data.batch import Batch
 from ..data.spec import DatasetSpec
 from ..methods.base import MissingModalityModel
+from .encoders import PerModalityEncoders
 from .heads import mlp_head
 from .pooling import masked_mean
-from .encoders import PerModalityEncoders
 from .pretrained_backbone import FrozenBackbone, FrozenTextReader
 
 POOLS = ("cls", "mean")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -73,7 +73,10 @@ class MultimodalDataset(torch.utils.data.Dataset):
                 raise ValueError(f"dataset {spec.name!r}: no array given for modality {name!r}")
         n = self._n_rows(spec, inputs, target)
         tensors = {m.name: _stored(m, inputs[m.name]) for m in spec.modalities}
-        mask_t = torch.ones(n, len(names), dtype=torch.bool) if mask is None else torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask)
+        if mask is None:
+            mask_t = torch.ones(n, len(names), dtype=torch.bool)
+        else:
+            mask_t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask)
         if mask_t.dtype != torch.bool:
             raise ValueError(f"mask must be boolean, got {mask_t.dtype}")
         if tuple(mask_t.shape) != (n, len(names)):
@@ -87,7 +90,8 @@ class MultimodalDataset(torch.utils.data.Dataset):
         target_t = None if target is None else _as_target(target, spec)
         time_t = None
         if time_mask is not None:
-            time_t = {k: torch.as_tensor(np.asarray(v) if not isinstance(v, Tensor) else v) for k, v in time_mask.items()}
+            time_t = {k: torch.as_tensor(np.asarray(v) if not isinstance(v, Tensor) else v)
+                      for k, v in time_mask.items()}
             check_time_mask(time_t, spec, n)
         if not _validated:
             if time_t is not None:
@@ -155,7 +159,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
         """A list of ``data[i]`` dicts -> one ``Batch`` (B = len(items)); see ``mlmm.data.collate``."""
         return collate(items)
 
-    def loader(self, batch_size: int = 128, shuffle: bool = False, **kwargs) -> "torch.utils.data.DataLoader":
+    def loader(self, batch_size: int = 128, shuffle: bool = False, **kwargs) -> torch.utils.data.DataLoader:
         """``torch.utils.data.DataLoader`` over this dataset yielding ``Batch`` objects
         (``kwargs`` go to the DataLoader, e.g. ``generator=`` for a seeded shuffle)."""
         from torch.utils.data import DataLoader
@@ -165,7 +169,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
     def as_batch(self) -> Batch:
         return Batch(self.inputs, self.mask, self.target, self.time_mask)
 
-    def subset(self, index: np.ndarray | Tensor) -> "MultimodalDataset":
+    def subset(self, index: np.ndarray | Tensor) -> MultimodalDataset:
         """Rows ``index`` as a new dataset (no splits; already validated)."""
         idx = torch.as_tensor(np.asarray(index, dtype=np.int64))
         return MultimodalDataset(
@@ -179,22 +183,23 @@ class MultimodalDataset(torch.utils.data.Dataset):
             class_names=self.class_names,
         )
 
-    def split(self, name: str) -> "MultimodalDataset":
+    def split(self, name: str) -> MultimodalDataset:
         if name not in self.splits:
             known = ", ".join(self.splits) or "none"
             raise ValueError(f"dataset {self.spec.name!r} has no split {name!r}; known: {known}")
         return self.subset(self.splits[name])
 
-    def with_mask(self, mask: np.ndarray | Tensor) -> "MultimodalDataset":
+    def with_mask(self, mask: np.ndarray | Tensor) -> MultimodalDataset:
         """Same rows with availability narrowed to ``mask & natural mask``; newly masked slots are zeroed."""
         mask_t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask)
         if tuple(mask_t.shape) != tuple(self.mask.shape) or mask_t.dtype != torch.bool:
-            raise ValueError(f"mask must be bool of shape {tuple(self.mask.shape)}, got {mask_t.dtype} {tuple(mask_t.shape)}")
+            raise ValueError(f"mask must be bool of shape {tuple(self.mask.shape)}, "
+                             f"got {mask_t.dtype} {tuple(mask_t.shape)}")
         batch = self.as_batch().with_mask(mask_t)
         return MultimodalDataset(self.spec, batch.inputs, self.target, batch.mask, splits=self.splits, _validated=True,
                                  time_mask=self.time_mask, groups=self.groups, class_names=self.class_names)
 
-    def with_time_mask(self, time_mask: Mapping[str, np.ndarray | Tensor]) -> "MultimodalDataset":
+    def with_time_mask(self, time_mask: Mapping[str, np.ndarray | Tensor]) -> MultimodalDataset:
         """Same rows with observed steps narrowed to ``time_mask & self.time_mask``
         (sequence modality -> (N, T) bool); unobserved steps are zeroed and a modality
         left with no observed step becomes missing."""
@@ -223,7 +228,8 @@ def _groups(groups, n: int, name: str) -> np.ndarray | None:
     if ids.ndim != 1 or len(ids) != n:
         raise ValueError(f"dataset {name!r}: groups must hold one id per row ({n}), got shape {ids.shape}")
     if ids.dtype.kind == "f" and np.isnan(ids).any():
-        raise ValueError(f"dataset {name!r}: groups has a missing id (NaN) at row {int(np.flatnonzero(np.isnan(ids))[0])}")
+        row = int(np.flatnonzero(np.isnan(ids))[0])
+        raise ValueError(f"dataset {name!r}: groups has a missing id (NaN) at row {row}")
     if ids.dtype.kind == "O":
         ids = ids.astype(str)
     return ids

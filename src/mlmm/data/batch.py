@@ -19,8 +19,8 @@ marking padding (``ModalitySpec``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -52,7 +52,7 @@ class Batch:
     def size(self) -> int:
         return int(self.mask.shape[0])
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         return Batch(
             {k: v.to(device) for k, v in self.inputs.items()},
             self.mask.to(device),
@@ -62,7 +62,7 @@ class Batch:
             None if self.kept is None else self.kept.to(device),
         )
 
-    def select(self, index: Tensor) -> "Batch":
+    def select(self, index: Tensor) -> Batch:
         """Rows ``index`` of every field (a new batch; nothing is mutated)."""
         return Batch(
             {k: v[index] for k, v in self.inputs.items()},
@@ -73,13 +73,13 @@ class Batch:
             None if self.kept is None else self.kept[index],
         )
 
-    def with_index(self, index: Tensor | None) -> "Batch":
+    def with_index(self, index: Tensor | None) -> Batch:
         """Same batch carrying training-row indices ``index`` ((B,) long, or None to drop them)."""
         if index is not None and tuple(index.shape) != (self.size,):
             raise ValueError(f"index must have shape ({self.size},), got {tuple(index.shape)}")
         return replace(self, index=index)
 
-    def with_kept(self, kept: Tensor | None) -> "Batch":
+    def with_kept(self, kept: Tensor | None) -> Batch:
         """Same batch (full mask) carrying the loop's modality-dropout draw ``kept`` ⊆ mask."""
         if kept is not None:
             if kept.shape != self.mask.shape or kept.dtype != torch.bool:
@@ -88,7 +88,7 @@ class Batch:
             kept = kept & self.mask
         return replace(self, kept=kept)
 
-    def with_mask(self, mask: Tensor) -> "Batch":
+    def with_mask(self, mask: Tensor) -> Batch:
         """Same data under a narrower mask: newly masked rows are zeroed (contract)."""
         if mask.shape != self.mask.shape:
             raise ValueError(f"mask shape {tuple(mask.shape)} != batch mask {tuple(self.mask.shape)}")
@@ -100,7 +100,7 @@ class Batch:
         kept = None if self.kept is None else self.kept & mask
         return replace(self, inputs=inputs, mask=mask, kept=kept)
 
-    def with_time_mask(self, time_mask: Mapping[str, Tensor], spec: DatasetSpec) -> "Batch":
+    def with_time_mask(self, time_mask: Mapping[str, Tensor], spec: DatasetSpec) -> Batch:
         """Same data with observed steps narrowed to ``time_mask & self.time_mask``
         (modality -> (B, T) bool): unobserved steps are zeroed and a modality left
         with no observed step becomes missing in the (B, M) mask."""
@@ -193,7 +193,8 @@ def validate_batch(batch: Batch, spec: DatasetSpec, *, allow_empty_samples: bool
     shape and dtype, NaN/inf in a present entry, a non-zero value in a
     masked-out slot (mask and inputs disagree), samples with no modality,
     labels out of range; and for a time mask: known sequence modality, (B, T)
-    bool, no present modality without an observed step, zeros at unobserved steps. Called once at the boundary (dataset construction,
+    bool, no present modality without an observed step, zeros at unobserved steps. Called once at the boundary (dataset
+    construction,
     ``FittedModel.predict``), never inside the training loop.
     """
     names = spec.modality_names
@@ -302,7 +303,8 @@ def validate_target(target: Tensor, spec: DatasetSpec, n: int) -> None:
         raise ValueError(f"target has {target.shape[0]} rows but the batch has {n} samples")
     if spec.task.kind == "classification":
         if target.dtype.is_floating_point or target.dim() != 1:
-            raise ValueError(f"classification labels must be a 1-D integer tensor, got {target.dtype} {tuple(target.shape)}")
+            raise ValueError(f"classification labels must be a 1-D integer tensor, "
+                             f"got {target.dtype} {tuple(target.shape)}")
         if n and (int(target.min()) < 0 or int(target.max()) >= int(spec.task.n_classes)):
             raise ValueError(
                 f"labels out of range: found [{int(target.min())}, {int(target.max())}] "

@@ -42,7 +42,7 @@ class Standardizer(nn.Module):
                 self.register_buffer(f"std_{m.name}", torch.ones(stat_shape))
 
     @torch.no_grad()
-    def fit(self, batch: Batch) -> "Standardizer":
+    def fit(self, batch: Batch) -> Standardizer:
         """Statistics from the present rows of ``batch`` (the training split only); for a
         sequence with a time mask, from its observed steps only (the zeros at unobserved
         steps are not data)."""

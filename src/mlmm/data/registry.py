@@ -6,8 +6,9 @@ all as JSON-ready dicts (what ``mlmm datasets --json`` prints).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..registry import Registry
 from . import datasets as _datasets

@@ -6,8 +6,9 @@ carries shapes without the batch dimension and nothing data-dependent.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 MODALITY_KINDS = ("vector", "sequence", "image", "text")
 TASK_KINDS = ("classification", "regression")
@@ -85,8 +86,9 @@ class ModalitySpec:
         return {f.name: _json_value(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModalitySpec":
-        kwargs = _fields_from(cls, data, f"modality {data.get('name', '?')!r}" if isinstance(data, Mapping) else "modality")
+    def from_dict(cls, data: Mapping[str, Any]) -> ModalitySpec:
+        where = f"modality {data.get('name', '?')!r}" if isinstance(data, Mapping) else "modality"
+        kwargs = _fields_from(cls, data, where)
         if "shape" in kwargs:
             kwargs["shape"] = tuple(kwargs["shape"])
         return cls(**kwargs)
@@ -121,7 +123,7 @@ class TaskSpec:
         return {f.name: _json_value(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TaskSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskSpec:
         return cls(**_fields_from(cls, data, "task"))
 
     @property
@@ -153,7 +155,7 @@ class DatasetSpec:
                 "task": self.task.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DatasetSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> DatasetSpec:
         """Inverse of ``to_dict``; a missing or unknown field is a ``ValueError`` naming it."""
         kwargs = _fields_from(cls, data, "dataset spec")
         for key in ("name", "modalities"):

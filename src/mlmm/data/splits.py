@@ -138,7 +138,8 @@ def make_splits(data: MultimodalDataset, kind: str = "fixed", seed: int = 0, tes
         train_idx, test_idx = data.splits["train"], data.splits["test"]
     else:
         train_idx, test_idx = stratified_split(labels, test_fraction, seed)
-    if kind in ("fixed", "tmc") and len(data.splits.get("valid", ())):  # the file's own validation split (MMSA, AV-MNIST)
+    # the file's own validation split (MMSA, AV-MNIST)
+    if kind in ("fixed", "tmc") and len(data.splits.get("valid", ())):
         return data.subset(train_idx), data.subset(data.splits["valid"]), data.subset(np.asarray(test_idx))
     # Seed offset so the validation carve-out differs from the test draw of the same seed.
     fit_pos, val_pos = stratified_split(labels[train_idx], val_fraction, seed + 10_007)

@@ -21,7 +21,7 @@ read ``observed_steps(batch, name)``.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -90,9 +90,11 @@ def check_time_mask(time_mask: TimeMask, spec: DatasetSpec, n: int) -> None:
         if m.kind != "sequence":
             raise ValueError(f"time_mask: modality {name!r} is a {m.kind}, only sequence modalities have time steps")
         if not isinstance(steps, Tensor) or steps.dtype != torch.bool:
-            raise ValueError(f"time_mask[{name!r}] must be a bool tensor, got {getattr(steps, 'dtype', type(steps).__name__)}")
+            got = getattr(steps, "dtype", type(steps).__name__)
+            raise ValueError(f"time_mask[{name!r}] must be a bool tensor, got {got}")
         if tuple(steps.shape) != (n, m.shape[0]):
-            raise ValueError(f"time_mask[{name!r}] must have shape ({n}, {m.shape[0]}) (B, T), got {tuple(steps.shape)}")
+            raise ValueError(f"time_mask[{name!r}] must have shape ({n}, {m.shape[0]}) (B, T), "
+                             f"got {tuple(steps.shape)}")
 
 
 def select_time_mask(time_mask: TimeMask | None, index) -> dict[str, Tensor] | None:

@@ -3,8 +3,8 @@ each trains its cells with ``fit_cell`` and returns a JSON-ready dict (no printi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Callable, Sequence
 
 import numpy as np
 

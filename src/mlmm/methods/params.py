@@ -11,11 +11,24 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..validation import (
-    BOOLEAN, COUNT, NONNEG, NONNEG_COUNT, POSITIVE, PROBABILITY, STRING, UNIT, WIDTH, InstanceOf, Interval,
-    SequenceOf, check_names, check_value,
+    BOOLEAN,
+    COUNT,
+    NONNEG,
+    NONNEG_COUNT,
+    POSITIVE,
+    PROBABILITY,
+    STRING,
+    UNIT,
+    WIDTH,
+    InstanceOf,
+    Interval,
+    SequenceOf,
+    check_names,
+    check_value,
 )
 
 _OPEN_UNIT = Interval("real", 0, 1, closed="neither")

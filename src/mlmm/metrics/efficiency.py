@@ -131,7 +131,7 @@ class PeakMemory:
         self.device = torch.device(device)
         self.figures: dict[str, object] = {}
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         _release_free_heap()
         self._method = "ru_maxrss-delta"
         try:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator
 from itertools import combinations
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -113,8 +114,8 @@ def _encode_once(model: FittedModel, data: MultimodalDataset, batch_size: int) -
     """(N, M, D) embeddings of every sample under its natural mask, on the model's device (eval mode set by caller)."""
     device = next(model.parameters(), torch.empty(0)).device
     batch = data.as_batch()
-    return torch.cat([model.method.encode_modalities(model.standardizer(batch.select(slice(i, i + batch_size)).to(device)))
-                      for i in range(0, batch.size, batch_size)])
+    chunks = (batch.select(slice(i, i + batch_size)).to(device) for i in range(0, batch.size, batch_size))
+    return torch.cat([model.method.encode_modalities(model.standardizer(chunk)) for chunk in chunks])
 
 
 #: Bytes of (mask, row) embedding pairs one ``fuse_subsets`` call covers (rows are split; every

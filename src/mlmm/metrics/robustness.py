@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -151,7 +151,8 @@ def robustness_summaries(cells: Sequence[Mapping], metric: str = "accuracy",
         rates = sorted(curve)
         entry = {"spec": spec, "dataset": dataset, "split": split, "protocol": protocol,
                  "protocol_params": json.loads(params), "regime": regime, "method_label": label, "metric": metric,
-                 "rates": rates, "per_rate": {r: summarise_seeds([curve[r][s] for s in sorted(curve[r])]) for r in rates},
+                 "rates": rates,
+                 "per_rate": {r: summarise_seeds([curve[r][s] for s in sorted(curve[r])]) for r in rates},
                  "auc": None, "relative_drop": None, "reference": None, "gap": None, "gap_auc": None}
         seeds = _paired(curve)
         if len(rates) >= 2 and seeds:

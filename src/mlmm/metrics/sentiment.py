@@ -61,5 +61,6 @@ def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     pred = pred.reshape(truth.shape)
     corrs = [pearsonr(pred[:, k], truth[:, k])[0] if np.ptp(truth[:, k]) and np.ptp(pred[:, k]) else np.nan
              for k in range(truth.shape[1])]
-    return {"mae": float(np.mean(np.abs(pred - truth))), "corr": float(np.nanmean(corrs)) if not np.all(np.isnan(corrs)) else float("nan"),
+    corr = float(np.nanmean(corrs)) if not np.all(np.isnan(corrs)) else float("nan")
+    return {"mae": float(np.mean(np.abs(pred - truth))), "corr": corr,
             "accuracy": float("nan"), "macro_f1": float("nan")}

@@ -20,8 +20,8 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
+from collections.abc import Sequence
 from itertools import combinations
-from typing import Sequence
 
 import numpy as np
 

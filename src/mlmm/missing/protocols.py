@@ -17,7 +17,8 @@ from __future__ import annotations
 import inspect
 import json
 from abc import ABC, abstractmethod
-from typing import ClassVar, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class MissingnessProtocol(ABC):
     ) -> np.ndarray:
         """A new (n, M) bool mask, n = len(labels); ``labels`` is never mutated."""
 
-    def for_groups(self, groups) -> "MissingnessProtocol":
+    def for_groups(self, groups) -> MissingnessProtocol:
         """This protocol for data whose rows carry ``groups`` (``MultimodalDataset.groups``): a protocol
         that draws per group (``systematic``) returns a copy using those ids; the others ignore them."""
         return self
@@ -128,7 +129,8 @@ class Complete(MissingnessProtocol):
 
 @register_protocol("entry")
 class EntryRate(MissingnessProtocol):
-    """The rate is the fraction of missing (sample, modality) entries, realised exactly, with every sample keeping at least one modality (CPM-Nets / UIMC definition; at most 1 - 1/M).
+    """The rate is the fraction of missing (sample, modality) entries, realised exactly, with every sample keeping at
+    least one modality (CPM-Nets / UIMC definition; at most 1 - 1/M).
 
     See ``functional.entry_rate_mask`` for the construction.
     """
@@ -148,7 +150,8 @@ class EntryRate(MissingnessProtocol):
 
 @register_protocol("sample")
 class SampleRate(MissingnessProtocol):
-    """The rate is the fraction of incomplete samples, realised exactly; each incomplete sample drops a uniform number 1..M-1 of uniformly chosen modalities (COMPLETER / DCP definition).
+    """The rate is the fraction of incomplete samples, realised exactly; each incomplete sample drops a uniform number
+    1..M-1 of uniformly chosen modalities (COMPLETER / DCP definition).
 
     See ``functional.sample_rate_mask``.
     """
@@ -167,7 +170,8 @@ class SampleRate(MissingnessProtocol):
 
 @register_protocol("per-modality")
 class PerModality(MissingnessProtocol):
-    """Modality m is missing independently with probability rates[m]; with keep_at_least_one, a sample left empty gets one uniformly chosen modality back (so realised rates are slightly below the asked ones when all rates are high).
+    """Modality m is missing independently with probability rates[m]; with keep_at_least_one, a sample left empty gets
+    one uniformly chosen modality back (so realised rates are slightly below the asked ones when all rates are high).
 
     ``rates`` is a list with one rate per modality, or a mapping modality name
     -> rate resolved against ``modality_names`` at sample time (modalities the
@@ -273,7 +277,9 @@ def _is_index(s: object) -> bool:
 
 @register_protocol("mnar")
 class LabelMNAR(MissingnessProtocol):
-    """Label-dependent MNAR: the fraction of missing (sample, modality) entries is realised per class, spread linearly in class rank around the rate (higher classes lose more) so that the overall entry rate is the rate; every sample keeps at least one modality.
+    """Label-dependent MNAR: the fraction of missing (sample, modality) entries is realised per class, spread linearly
+    in class rank around the rate (higher classes lose more) so that the overall entry rate is the rate; every sample
+    keeps at least one modality.
 
     Class c gets entry rate ``rate + strength * min(rate, 1 - 1/M - rate) * t_c``
     with t_c in [-1, 1] (see ``functional.label_mnar_class_rates``); strength 0

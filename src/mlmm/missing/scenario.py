@@ -7,8 +7,8 @@ on top of the dataset's natural availability.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -46,17 +46,17 @@ class Scenario:
     # ------------------------------------------------------------ constructors
 
     @classmethod
-    def same(cls, protocol: MissingnessProtocol) -> "Scenario":
+    def same(cls, protocol: MissingnessProtocol) -> Scenario:
         """Incomplete train / incomplete test: the same protocol for all three roles."""
         return cls(protocol, protocol, protocol)
 
     @classmethod
-    def complete_train(cls, test_protocol: MissingnessProtocol) -> "Scenario":
+    def complete_train(cls, test_protocol: MissingnessProtocol) -> Scenario:
         """Complete train and validation, ``test_protocol`` at test (most of the literature)."""
         return cls(Complete(), Complete(), test_protocol)
 
     @classmethod
-    def incomplete_train(cls, train_protocol: MissingnessProtocol) -> "Scenario":
+    def incomplete_train(cls, train_protocol: MissingnessProtocol) -> Scenario:
         """``train_protocol`` for train and validation, complete test.
 
         Validation follows training (as in ``complete_train``): the held-out
@@ -66,7 +66,7 @@ class Scenario:
         return cls(train_protocol, train_protocol, Complete())
 
     @classmethod
-    def from_dict(cls, description: Mapping[str, Mapping]) -> "Scenario":
+    def from_dict(cls, description: Mapping[str, Mapping]) -> Scenario:
         """Inverse of ``describe``: {role: {"name": ..., "params": {...}}} -> Scenario."""
         missing = [r for r in ROLES if r not in description]
         if missing:

@@ -16,7 +16,7 @@ All are registered in ``PROTOCOLS`` beside the others, so
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -66,7 +66,8 @@ class TimeMaskProtocol(MissingnessProtocol):
         sequences = [m for m in spec.modalities if m.kind == "sequence"]
         if self.modalities is None:
             if not sequences:
-                raise ValueError(f"protocol {self.name!r} acts on time steps, but dataset {spec.name!r} has no sequence modality")
+                raise ValueError(f"protocol {self.name!r} acts on time steps, "
+                                 f"but dataset {spec.name!r} has no sequence modality")
             return self.default_targets(sequences)
         by_name = {m.name: m for m in spec.modalities}
         for name in self.modalities:
@@ -96,7 +97,9 @@ class TimeMaskProtocol(MissingnessProtocol):
 
 @register_protocol("burst")
 class Burst(TimeMaskProtocol):
-    """The rate is the fraction of time steps lost in every affected (sample, sequence modality), realised exactly per row (round(rate*T) steps), in intermittent blocks of `block` steps placed uniformly at random; at least one step is kept.
+    """The rate is the fraction of time steps lost in every affected (sample, sequence modality), realised exactly per
+    row (round(rate*T) steps), in intermittent blocks of `block` steps placed uniformly at random; at least one step is
+    kept.
 
     See ``time_masks.burst_steps``. Affects every sequence modality unless
     ``modalities`` names some. Bursts lie inside the sequence, so the first
@@ -124,7 +127,9 @@ class Burst(TimeMaskProtocol):
 
 @register_protocol("catastrophic")
 class Catastrophic(TimeMaskProtocol):
-    """The rate is the fraction of samples in which a sensor fails, realised exactly (round(rate*n) samples); in each, one uniformly chosen sequence modality dies at a uniform step t in [onset_min*T, onset_max*T] (within [1, T-1]) and stays dead to the end.
+    """The rate is the fraction of samples in which a sensor fails, realised exactly (round(rate*n) samples); in each,
+    one uniformly chosen sequence modality dies at a uniform step t in [onset_min*T, onset_max*T] (within [1, T-1]) and
+    stays dead to the end.
 
     See ``time_masks.catastrophic_steps``.
     """
@@ -165,7 +170,9 @@ class Catastrophic(TimeMaskProtocol):
 
 @register_protocol("asynchronous")
 class Asynchronous(TimeMaskProtocol):
-    """Rateless: an affected sequence modality is sampled at a lower rate (one step in `every` observed, with a random phase per sample) and/or lags by `shift` steps (its values move `shift` steps later and the first `shift` steps are unobserved).
+    """Rateless: an affected sequence modality is sampled at a lower rate (one step in `every` observed, with a random
+    phase per sample) and/or lags by `shift` steps (its values move `shift` steps later and the first `shift` steps are
+    unobserved).
 
     Affects every sequence modality but the first (the reference clock) unless
     ``modalities`` names some. The realised fraction of unobserved steps is
@@ -221,7 +228,8 @@ class Asynchronous(TimeMaskProtocol):
 
 @register_protocol("systematic")
 class Systematic(MissingnessProtocol):
-    """The rate is the fraction of groups (subjects, devices) that lack a modality, realised exactly (round(rate*G) of the G groups); in each such group one uniformly chosen modality is absent for every sample of the group.
+    """The rate is the fraction of groups (subjects, devices) that lack a modality, realised exactly (round(rate*G) of
+    the G groups); in each such group one uniformly chosen modality is absent for every sample of the group.
 
     Groups are ``groups`` (one id per sample of the data the protocol is
     applied to), else the data's own ids (``MultimodalDataset.groups``, the ones the grouped
@@ -247,7 +255,7 @@ class Systematic(MissingnessProtocol):
         self.modalities = _check_modalities(modalities)
         self._data_groups: np.ndarray | None = None  # the dataset's own ids (for_groups), when no ids are given
 
-    def for_groups(self, groups) -> "Systematic":
+    def for_groups(self, groups) -> Systematic:
         """Without ``groups`` of its own, draw per group of the data's ids (the same subjects the grouped
         splits keep apart) instead of a seeded partition. ``params()`` stays as given."""
         if self.groups is not None or groups is None:

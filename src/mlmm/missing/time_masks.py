@@ -13,7 +13,7 @@ count as missing; see ``mlmm.data.timemask``).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -43,7 +43,8 @@ def burst_steps(n: int, n_steps: int, rate: float, block: int, rng: np.random.Ge
     n, n_steps, block = _check_int(n, "n", 0), _check_int(n_steps, "n_steps", 1), _check_int(block, "block", 1)
     lost = _round_count(check_rate(rate, "rate") * n_steps)
     if lost > n_steps - 1:
-        raise ValueError(f"burst rate {rate:g} loses {lost} of {n_steps} steps; at most {n_steps - 1} (one step is kept)")
+        raise ValueError(f"burst rate {rate:g} loses {lost} of {n_steps} steps; "
+                         f"at most {n_steps - 1} (one step is kept)")
     observed = np.ones((n, n_steps), dtype=bool)
     if lost == 0 or n == 0:
         return observed

@@ -9,7 +9,7 @@ touches files.
 from __future__ import annotations
 
 import io
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -48,8 +48,8 @@ def subset_heatmap_png(methods: Sequence[str], subsets: Sequence[str], values: n
     n_m, n_s = values.shape
     fig = Figure(figsize=(max(6.0, 0.32 * n_s + 2.5), max(2.2, 0.42 * n_m + 1.6)))
     ax = fig.subplots()
-    image = ax.imshow(100 * values, aspect="auto", cmap="viridis", vmin=np.nanmin(100 * values) if np.isfinite(values).any() else 0,
-                      vmax=100)
+    vmin = np.nanmin(100 * values) if np.isfinite(values).any() else 0
+    image = ax.imshow(100 * values, aspect="auto", cmap="viridis", vmin=vmin, vmax=100)
     ax.set_yticks(range(n_m), labels=list(methods), fontsize=7)
     ax.set_xticks(range(n_s), labels=list(subsets), rotation=90, fontsize=6)
     if n_s <= 16:

@@ -15,8 +15,8 @@ import base64
 import html
 import json
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -152,7 +152,8 @@ def _robustness(doc: _Doc, cells: Sequence[dict], reference) -> None:
     summaries = robustness_summaries(cells, "accuracy", reference)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for s in summaries:
-        groups[(s["spec"], s["dataset"], s["split"], s["protocol"], json.dumps(s["protocol_params"]), s["regime"])].append(s)
+        key = (s["spec"], s["dataset"], s["split"], s["protocol"], json.dumps(s["protocol_params"]), s["regime"])
+        groups[key].append(s)
     if not groups:
         doc.para("No rate curve: every scenario was run at a single rate or with a rateless protocol.")
         return
@@ -198,7 +199,8 @@ def _cost(doc: _Doc, cells: Sequence[dict]) -> None:
             lat = _mean([_get(c, "efficiency", "latency_per_sample_s") for c in cs])
             points.append({"label": label, "accuracy": float(np.mean([c["metrics"]["accuracy"] for c in cs])),
                            "latency_ms": None if lat is None else 1e3 * lat,
-                           "parameters": _get(cs[0], "efficiency", "parameters", "trainable") or cs[0].get("n_parameters")})
+                           "parameters": (_get(cs[0], "efficiency", "parameters", "trainable")
+                                          or cs[0].get("n_parameters"))})
         doc.heading(3, dataset)
         doc.figure(figures.cost_scatter_png(points, f"{dataset}: accuracy (mean over its cells) vs cost"),
                    f"accuracy vs cost, {dataset}")
@@ -221,8 +223,10 @@ def _pooled_reliability(cs: Sequence[dict]) -> dict | None:
     if not rels or any(r is None for r in rels):
         return None
     count = np.sum([np.asarray(r["count"], float) for r in rels], axis=0)
-    conf = np.sum([np.nan_to_num(np.asarray(r["confidence"], float)) * np.asarray(r["count"], float) for r in rels], axis=0)
-    acc = np.sum([np.nan_to_num(np.asarray(r["accuracy"], float)) * np.asarray(r["count"], float) for r in rels], axis=0)
+    def weighted(key: str) -> np.ndarray:
+        return np.sum([np.nan_to_num(np.asarray(r[key], float)) * np.asarray(r["count"], float) for r in rels], axis=0)
+
+    conf, acc = weighted("confidence"), weighted("accuracy")
     with np.errstate(invalid="ignore", divide="ignore"):
         conf, acc = conf / count, acc / count
     filled = count > 0
@@ -244,13 +248,13 @@ def _calibration(doc: _Doc, groups: Mapping[tuple, list[dict]]) -> None:
 
 def _realised(doc: _Doc, groups: Mapping[tuple, list[dict]]) -> None:
     rows, points = [], defaultdict(list)
-    for (spec, dataset, scenario), group in groups.items():
+    for (_spec, dataset, scenario), group in groups.items():
         first = group[0]
         real = {role: [_get(c, "realised", role) for c in group] for role in ("train", "val", "test")}
         if any(r is None for rs in real.values() for r in rs):
             continue
 
-        def m(role: str, key: str) -> float:
+        def m(role: str, key: str, real: dict = real) -> float:
             return float(np.mean([r[key] for r in real[role]]))
 
         rows.append([dataset, scenario, f"{first['train_rate']}" if first["train_rate"] is not None else "-",

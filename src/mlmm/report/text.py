@@ -6,7 +6,7 @@ library would be one more dependency for every user.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[object]], markdown: bool = False) -> str:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -168,7 +168,7 @@ def _concat(*batches: Batch) -> Batch:
     )
 
 
-def _subset_cases(setup: "_Setup", names: tuple[str, ...]) -> list[tuple[str, Batch]]:
+def _subset_cases(setup: _Setup, names: tuple[str, ...]) -> list[tuple[str, Batch]]:
     """(label, batch) for every one of the 2^M - 1 subsets of the full batch, plus the mixed batch."""
     cases = [("+".join(names[j] for j in sub), _only(setup.full, sub)) for sub in all_subsets(len(names))]
     cases.append(("a batch mixing all subsets", setup.mixed))

@@ -11,8 +11,8 @@ entry missing), and never return NaN silently. ``save`` / ``mlmm.load`` are in
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -42,7 +42,8 @@ def arrays_to_dataset(spec: DatasetSpec, inputs: Mapping[str, object], mask=None
     ``mask`` (N, M) bool, when given, is the availability (NaN allowed where it is False)."""
     unknown = sorted(set(inputs) - set(spec.modality_names))
     if unknown:
-        raise ValueError(f"unknown modality {unknown[0]!r}; the model's modalities are {', '.join(spec.modality_names)}")
+        raise ValueError(f"unknown modality {unknown[0]!r}; "
+                         f"the model's modalities are {', '.join(spec.modality_names)}")
     given = [m for m in spec.modalities if m.name in inputs]
     if not given:
         raise ValueError(f"no modality given; the model's modalities are {', '.join(spec.modality_names)}")

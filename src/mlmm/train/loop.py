@@ -12,23 +12,22 @@ module is the loop around them, with devices and seeds.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 
 from ..data.base import MultimodalDataset
 from ..data.spec import DatasetSpec
+from ..errors import UnseenModalityWarning  # noqa: F401  (re-exported)
 from ..methods.base import MissingModalityModel
 from ..methods.params import check_method_params
 from ..methods.registry import METHODS
 from . import distributed
 from .config import TRAIN_CONSTRAINTS, TrainConfig  # noqa: F401  (re-exported)
 from .devices import check_device
-from ..errors import UnseenModalityWarning  # noqa: F401  (re-exported)
 from .fitted import FittedModel  # noqa: F401  (re-exported)
-from .steps import (FitNeverImproved, FitSteps, check_trainable, drop_modalities,  # noqa: F401  (re-exported)
-                    effective_batch_size)
+from .steps import FitNeverImproved, FitSteps, check_trainable, drop_modalities, effective_batch_size  # noqa: F401  (re-exported)
 
 
 @contextlib.contextmanager

@@ -33,9 +33,10 @@ import inspect
 import json
 import math
 import sys
+from collections.abc import Mapping
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -269,8 +270,9 @@ def read_manifest(path: str | Path) -> dict:
         raise ModelFileError(f"{file}: not an mlmm model manifest (format is not {FORMAT!r})")
     version = manifest.get("format_version")
     if not isinstance(version, int) or version != FORMAT_VERSION:
+        newer = "; it was written by a newer mlmm" if isinstance(version, int) and version > FORMAT_VERSION else ""
         raise ModelFileError(f"{file}: format_version {version!r} is not supported (this mlmm reads version "
-                             f"{FORMAT_VERSION}{'; it was written by a newer mlmm' if isinstance(version, int) and version > FORMAT_VERSION else ''})")
+                             f"{FORMAT_VERSION}{newer})")
     for key, kind in _REQUIRED.items():
         if key not in manifest:
             raise ModelFileError(f"{file}: field {key!r} is missing")
@@ -343,7 +345,8 @@ def load(path: str | Path, encoders: Mapping[str, nn.Module] | None = None, devi
         stats = {k: torch.tensor(v, dtype=torch.float32) for k, v in manifest["standardizer"].items()}
         standardizer.load_state_dict(stats)
     except (TypeError, ValueError, RuntimeError) as err:
-        raise ModelFileError(f"{file}: field 'standardizer' does not fit the spec: {str(err).splitlines()[0]}") from None
+        reason = str(err).splitlines()[0]
+        raise ModelFileError(f"{file}: field 'standardizer' does not fit the spec: {reason}") from None
     model = FittedModel(standardizer, method, use_unseen_modalities=bool(manifest.get("use_unseen_modalities")),
                         class_names=manifest["class_names"],
                         metadata=decode(manifest["metadata"], f"{file}: metadata"))

@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.utils.data

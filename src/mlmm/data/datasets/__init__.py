@@ -10,6 +10,6 @@ from .digits_captions import digits_captions, load_digits_captions, save_digits_
 from .handwritten import load_handwritten
 from .synthetic import make_synthetic, make_synthetic_subjects
 
-__all__ = ["ChecksumError", "digits_captions", "load_basicmotions", "load_digits_captions", "load_handwritten", "make_synthetic",
-           "make_synthetic_subjects",
+__all__ = ["ChecksumError", "digits_captions", "load_basicmotions", "load_digits_captions", "load_handwritten",
+           "make_synthetic", "make_synthetic_subjects",
            "save_digits_captions"]

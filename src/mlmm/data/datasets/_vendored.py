@@ -31,7 +31,7 @@ def read_vendored_npz(path: Path, expected_sha256: str) -> dict[str, np.ndarray]
     return _read(str(path), expected_sha256)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _read(path: str, expected_sha256: str) -> dict[str, np.ndarray]:
     p = Path(path)
     if not p.is_file():

@@ -52,7 +52,7 @@ very same data as before subjects existed.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -9,7 +9,7 @@ and builds the dataset, so every format gets the same checks.
 from __future__ import annotations
 
 import warnings
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -66,7 +66,8 @@ def infer_kind(name: str, array: np.ndarray, source: str) -> str:
                          f"stated; integers are never standardised as continuous features by guess. Pass "
                          f"{state}: 'text' for token ids, 'vector' (or 'sequence' / 'image') for numbers")
     if len(shape) not in _KIND_BY_RANK:
-        raise ValueError(f"{source}: modality {name!r}: cannot infer a kind from per-sample shape {shape}; pass {state}")
+        raise ValueError(f"{source}: modality {name!r}: cannot infer a kind from per-sample shape {shape}; "
+                         f"pass {state}")
     kind = _KIND_BY_RANK[len(shape)]
     hint = {"vector": "", "image": " (channels first: (C, H, W))",
             "sequence": f" (time steps, channels); if it is a one-channel image pass --kind {name}=image"}[kind]
@@ -125,7 +126,8 @@ def nan_mask(arrays: Mapping[str, np.ndarray], source: str, partial: str = "erro
         some = anynan & ~allnan
         if some.any() and partial == "error":
             row = int(np.flatnonzero(some)[0])
-            raise ValueError(f"{source}: modality {name!r} is partly empty in {int(some.sum())} rows (first row {row}); "
+            raise ValueError(f"{source}: modality {name!r} is partly empty in {int(some.sum())} rows "
+                             f"(first row {row}); "
                              "fill those values, leave the whole group empty to mark the modality missing, "
                              "or pass partial='missing'")
         cols.append(~anynan if partial == "missing" else ~allnan)

@@ -41,7 +41,8 @@ def read_pickle(path: str | Path, trusted: bool = False) -> object:
     except UnsafeFileError as err:
         raise UnsafeFileError(f"{p}: {err}") from None
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, ValueError, TypeError) as err:
-        raise ValueError(f"{p}: cannot unpickle ({type(err).__name__}: {err}); truncated, corrupt or not a pickle?") from None
+        raise ValueError(f"{p}: cannot unpickle ({type(err).__name__}: {err}); "
+                         "truncated, corrupt or not a pickle?") from None
 
 
 def _present(x: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:

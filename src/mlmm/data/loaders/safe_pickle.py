@@ -21,9 +21,11 @@ import numpy as np
 from ...errors import UnsafeFileError
 
 try:  # NumPy 2 moved the pickle helpers to numpy._core; pickles name either module
-    from numpy._core.multiarray import _reconstruct as _np_reconstruct, scalar as _np_scalar
+    from numpy._core.multiarray import _reconstruct as _np_reconstruct
+    from numpy._core.multiarray import scalar as _np_scalar
 except ImportError:  # pragma: no cover - NumPy 1.x
-    from numpy.core.multiarray import _reconstruct as _np_reconstruct, scalar as _np_scalar
+    from numpy.core.multiarray import _reconstruct as _np_reconstruct
+    from numpy.core.multiarray import scalar as _np_scalar
 
 _SAFE = {
     ("builtins", "dict"): dict, ("builtins", "list"): list, ("builtins", "tuple"): tuple,

@@ -8,8 +8,9 @@ so. Parquet needs ``pyarrow`` (``pip install mlmm[parquet]``); CSV needs only pa
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def parse_columns(spec: str | Sequence[str], columns: Sequence[str], modality: s
     return cols
 
 
-def read_table(path: str | Path) -> "Any":
+def read_table(path: str | Path) -> Any:
     """A pandas DataFrame from a .csv/.tsv/.parquet file; unreadable files raise naming the file."""
     import pandas as pd
 
@@ -57,7 +58,8 @@ def read_table(path: str | Path) -> "Any":
     except ImportError:
         raise
     except Exception as err:  # pandas / pyarrow parser errors carry no file name
-        raise ValueError(f"{p}: cannot read as a {'Parquet' if suffix in ('.parquet', '.pq') else 'CSV'} table: {err}") from None
+        kind = "Parquet" if suffix in (".parquet", ".pq") else "CSV"
+        raise ValueError(f"{p}: cannot read as a {kind} table: {err}") from None
 
 
 def _availability(values: np.ndarray, column: str, source: str) -> np.ndarray:

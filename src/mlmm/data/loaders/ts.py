@@ -22,9 +22,9 @@ unobserved in ``data.time_mask`` (so methods that read time masks skip them).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -149,7 +149,10 @@ def load_ts(train: str | Path, test: str | Path | None = None,
     for f in files[1:]:
         if f.series[0].shape[0] != n_dims or f.class_names != first.class_names:
             raise ValueError(f"{f.path}: dimensions or @classLabel differ from {first.path}")
-    channels = {f"dim{d}": [d] for d in range(n_dims)} if channels is None else {k: list(v) for k, v in channels.items()}
+    if channels is None:
+        channels = {f"dim{d}": [d] for d in range(n_dims)}
+    else:
+        channels = {k: list(v) for k, v in channels.items()}
     for mod, chans in channels.items():
         bad = [c for c in chans if not 0 <= int(c) < n_dims]
         if bad or not chans:
@@ -184,7 +187,8 @@ def load_ts(train: str | Path, test: str | Path | None = None,
         inputs[mod] = np.where(step_missing[:, :, None], 0.0, np.nan_to_num(x)).astype(np.float32)
     if first.class_names is not None:
         index = {c: k for k, c in enumerate(first.class_names)}
-        target, class_names, task = np.array([index[v] for v in raw_labels], np.int64), first.class_names, "classification"
+        target = np.array([index[v] for v in raw_labels], np.int64)
+        class_names, task = first.class_names, "classification"
     else:
         target, class_names = encode_labels(np.array(raw_labels), "regression", str(first.path))
         task = "regression"

@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ...data.batch import Batch
-from ...data.spec import DatasetSpec
-from ..base import MethodInfo, MissingModalityModel, Output
+from ...components.encoders import PerModalityEncoders
 from ...components.heads import mlp_head
 from ...components.pooling import masked_mean
 from ...components.subpatterns import drop_present
+from ...data.batch import Batch
+from ...data.spec import DatasetSpec
+from ..base import MethodInfo, MissingModalityModel, Output
 from ..registry import register_method
-from ...components.encoders import PerModalityEncoders
 
 MISSING_MODES = ("token", "padding")
 POOLS = ("cls", "mean")

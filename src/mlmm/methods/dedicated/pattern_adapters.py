@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ...components.fusion_net import MaskedMeanNet
+from ...components.subpatterns import pattern_ids, resample_rows
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
-from ...components.fusion_net import MaskedMeanNet
-from ...components.subpatterns import pattern_ids, resample_rows
 from ..registry import register_method
 
 

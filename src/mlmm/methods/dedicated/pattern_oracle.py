@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ...data.batch import Batch
-from ...data.spec import DatasetSpec
 from ...components.encoders import build_encoder
-from ...missing.functional import all_subsets
-from ..base import MethodInfo, MissingModalityModel, Output, mask_column
 from ...components.heads import mlp_head
 from ...components.subpatterns import pattern_ids, resample_rows
+from ...data.batch import Batch
+from ...data.spec import DatasetSpec
+from ...missing.functional import all_subsets
+from ..base import MethodInfo, MissingModalityModel, Output, mask_column
 from ..registry import register_method
 
 

@@ -6,13 +6,13 @@ import torch
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from ...components.distillation_losses import distill_per_sample, masked_mean_of
+from ...components.fusion_net import MaskedMeanNet
+from ...components.subpatterns import drop_present
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
-from ...components.fusion_net import MaskedMeanNet
-from ...components.subpatterns import drop_present
 from ..registry import register_method
-from ...components.distillation_losses import distill_per_sample, masked_mean_of
 
 
 @register_method("mean-teacher")
@@ -69,7 +69,7 @@ class MeanTeacher(MissingModalityModel):
     def teacher(self) -> MaskedMeanNet:
         return self.ema.module
 
-    def train(self, mode: bool = True) -> "MeanTeacher":
+    def train(self, mode: bool = True) -> MeanTeacher:
         super().train(mode)
         self.ema.eval()  # the teacher never uses dropout
         return self

@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...components.encoders import PerModalityEncoders
+from ...components.heads import mlp_head
+from ...components.pooling import masked_mean
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
-from ...components.heads import mlp_head
-from ...components.pooling import masked_mean
 from ..registry import register_method
-from ...components.encoders import PerModalityEncoders
 
 
 @register_method("shaspec")
@@ -106,5 +106,6 @@ class ShaSpec(MissingModalityModel):
         modality = torch.arange(n, device=mask.device).expand(b, n)
         ce = F.cross_entropy(self.domain(p).reshape(b * n, n), modality.reshape(-1), reduction="none").reshape(b, n)
         present = mask.to(ce.dtype)
-        terms["domain"] = self.domain_weight * (torch.where(mask, ce, zero) * present).sum() / present.sum().clamp_min(1)
+        domain = (torch.where(mask, ce, zero) * present).sum() / present.sum().clamp_min(1)
+        terms["domain"] = self.domain_weight * domain
         return terms

@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...components.distillation_losses import distill_per_sample
+from ...components.fusion_net import MaskedMeanNet
+from ...components.subpatterns import drop_present
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
-from ...components.fusion_net import MaskedMeanNet
-from ...components.subpatterns import drop_present
 from ..registry import register_method
-from ...components.distillation_losses import distill_per_sample
 
 
 @register_method("teacher-student")
@@ -60,7 +60,8 @@ class TeacherStudent(MissingModalityModel):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not 0.0 <= student_drop < 1.0:
             raise ValueError(f"student_drop must be in [0, 1), got {student_drop}")
-        self.temperature, self.kd_weight, self.feature_weight = float(temperature), float(kd_weight), float(feature_weight)
+        self.temperature, self.kd_weight = float(temperature), float(kd_weight)
+        self.feature_weight = float(feature_weight)
         self.student_drop = float(student_drop)
         self.teacher = MaskedMeanNet(spec, embed_dim, hidden=hidden, dropout=dropout)
         self.student = MaskedMeanNet(spec, embed_dim, hidden=hidden, dropout=dropout)
@@ -78,7 +79,7 @@ class TeacherStudent(MissingModalityModel):
         self.teacher.requires_grad_(stage == "teacher")
         self.teacher.train(self.training and stage == "teacher")
 
-    def train(self, mode: bool = True) -> "TeacherStudent":
+    def train(self, mode: bool = True) -> TeacherStudent:
         super().train(mode)
         self.teacher.train(mode and self.stage == "teacher")  # a frozen teacher runs without dropout
         return self

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...components.factorised import FactorisedFusion, is_factorised
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
-from ...components.factorised import FactorisedFusion, is_factorised
 from ..registry import METHODS, register_method
 
 
@@ -106,7 +106,8 @@ class DeepEnsemble(FactorisedFusion, MissingModalityModel):
 
     def _member_output(self, k: int, output: Output) -> Output:
         prefix = f"{k}."
-        aux = {name[len(prefix):]: v for name, v in output.aux.items() if name.startswith(prefix) and name != f"{k}.logits"}
+        aux = {name[len(prefix):]: v for name, v in output.aux.items()
+               if name.startswith(prefix) and name != f"{k}.logits"}
         return Output(output.aux[f"{k}.logits"], aux)
 
     def loss(self, batch: Batch, output: Output) -> dict[str, Tensor]:

@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...components.encoders import PerModalityEncoders
+from ...components.heads import mlp_head
+from ...components.pooling import masked_mean
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
-from ...components.heads import mlp_head
-from ...components.pooling import masked_mean
 from ..registry import register_method
-from ...components.encoders import PerModalityEncoders
 
 #: Gate logit of an infeasible expert: exp(-1e4) is exactly 0 in float32, and unlike -inf
 #: it keeps the (straight-through) softmax and its gradient NaN-free.

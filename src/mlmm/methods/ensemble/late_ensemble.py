@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...components.encoders import PerModalityEncoders
+from ...components.factorised import FactorisedFusion
+from ...components.heads import mlp_head
+from ...components.unimodal_members import member_cross_entropy, member_logits
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
-from ...components.factorised import FactorisedFusion
-from ...components.heads import mlp_head
-from ...components.encoders import PerModalityEncoders
-from ...components.unimodal_members import member_cross_entropy, member_logits
 from ..registry import register_method
 
 
@@ -37,7 +37,8 @@ class MarginalisedLateEnsemble(FactorisedFusion, MissingModalityModel):
         summary="one classifier per modality, probabilities averaged over present modalities",
     )
 
-    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5) -> None:
+    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None,
+                 dropout: float = 0.5) -> None:
         super().__init__(spec)
         if spec.task.kind != "classification":
             raise ValueError("late-ensemble averages class probabilities; it needs a classification task")

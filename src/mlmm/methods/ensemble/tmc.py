@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...components.encoders import PerModalityEncoders
+from ...components.evidential import combine_opinions, evidential_loss, opinion, opinion_to_alpha
+from ...components.heads import mlp_head
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
-from ...components.evidential import combine_opinions, evidential_loss, opinion, opinion_to_alpha
-from ...components.heads import mlp_head
 from ..registry import register_method
-from ...components.encoders import PerModalityEncoders
 
 
 @register_method("tmc")

@@ -8,15 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...components.encoders import PerModalityEncoders
+from ...components.heads import mlp_head
+from ...components.memory_bank import TrainingBankMixin
+from ...components.pooling import masked_mean
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output, mask_column
-from ...components.heads import mlp_head
-from ...components.memory_bank import TrainingBankMixin
-from ...components.pooling import masked_mean
 from ..registry import register_method
-from ...components.encoders import PerModalityEncoders
 
 
 @register_method("m3care-graph")

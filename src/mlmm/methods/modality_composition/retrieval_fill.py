@@ -11,13 +11,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ...components.early_fill import FillEarlyFusion
+from ...components.memory_bank import TrainingBankMixin
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, Output, mask_column
-from ...components.memory_bank import TrainingBankMixin
 from ..registry import register_method
-from ...components.early_fill import FillEarlyFusion
 
 # Largest number of (query, bank row, feature) elements materialised at once by the distances.
 _CHUNK_ELEMENTS = 1 << 24

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ...components.encoders import PerModalityEncoders
+from ...components.generated_fill import FlatDecoder, GeneratedFillModel, hide_bernoulli
+from ...components.pooling import masked_mean
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo
-from ...components.pooling import masked_mean
 from ..registry import register_method
-from ...components.encoders import PerModalityEncoders
-from ...components.generated_fill import FlatDecoder, GeneratedFillModel, hide_bernoulli
 
 
 @register_method("individual-generators")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ...components.encoders import PerModalityEncoders
+from ...components.generated_fill import FlatDecoder, GeneratedFillModel, hide_bernoulli, keep_random_subset
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo
 from ..registry import register_method
-from ...components.encoders import PerModalityEncoders
-from ...components.generated_fill import FlatDecoder, GeneratedFillModel, hide_bernoulli, keep_random_subset
 
 
 @register_method("masked-autoencoder-fill")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
+from ...components.soft_tokens import SoftTokenTransformer
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, Output
 from ..registry import register_method
-from ...components.soft_tokens import SoftTokenTransformer
 
 
 @register_method("frozen-backbone-tokens")

@@ -8,11 +8,11 @@ import os
 import torch
 from torch import Tensor, nn
 
+from ...components.soft_tokens import SoftTokenTransformer
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, Output
 from ..registry import register_method
-from ...components.soft_tokens import SoftTokenTransformer
 
 PROMPT_SETS = ("modality", "pattern")
 

@@ -63,7 +63,8 @@ class HeMIS(EncodePoolFusion):
 
     pool = staticmethod(masked_mean_variance)
 
-    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5) -> None:
+    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None,
+                 dropout: float = 0.5) -> None:
         super().__init__(spec, embed_dim=embed_dim, hidden=hidden, dropout=dropout)
         # The front-end reads the 2D moments, not a D-wide mean.
         self.head = mlp_head(2 * embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)

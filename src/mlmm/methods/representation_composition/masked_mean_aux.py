@@ -6,9 +6,9 @@ import torch
 from torch import Tensor, nn
 
 from ...components.encode_pool import EncodePoolFusion
+from ...components.pooling import masked_mean
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
-from ...components.pooling import masked_mean
 from ..base import MethodInfo, Output
 from ..registry import register_method
 

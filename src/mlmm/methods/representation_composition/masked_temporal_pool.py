@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...data.batch import Batch
-from ...data.spec import DatasetSpec
 from ...components.encoders import build_encoder
-from ..base import MethodInfo, MissingModalityModel, Output, mask_column
 from ...components.heads import mlp_head
 from ...components.pooling import masked_mean
 from ...components.time_pool import MaskedSequenceEncoder, batch_observed_steps
+from ...data.batch import Batch
+from ...data.spec import DatasetSpec
+from ..base import MethodInfo, MissingModalityModel, Output, mask_column
 from ..registry import register_method
 
 
@@ -39,7 +39,8 @@ class MaskedTemporalPool(MissingModalityModel):
         summary="sequence encoders pool mean+max over observed time steps only, masked mean over modalities",
     )
 
-    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5) -> None:
+    def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None,
+                 dropout: float = 0.5) -> None:
         super().__init__(spec)
         self.encoders = nn.ModuleDict({
             m.name: MaskedSequenceEncoder(m.shape[1], embed_dim, hidden=hidden or 64, dropout=dropout)

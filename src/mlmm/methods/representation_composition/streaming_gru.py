@@ -10,20 +10,20 @@ give the prediction ``forward`` would give for the prefix seen so far
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...data.batch import Batch
-from ...data.spec import DatasetSpec
 from ...components.encoders import build_encoder
-from ..base import MethodInfo, MissingModalityModel, Output, mask_column
 from ...components.heads import mlp_head
 from ...components.pooling import masked_mean
 from ...components.time_pool import batch_observed_steps
+from ...data.batch import Batch
+from ...data.spec import DatasetSpec
+from ..base import MethodInfo, MissingModalityModel, Output, mask_column
 from ..registry import register_method
 
 
@@ -171,7 +171,8 @@ class StreamingGRU(MissingModalityModel):
         return StreamState(hidden, seen, self._static(static))
 
     @torch.no_grad()
-    def stream_step(self, state: StreamState, frames: Mapping[str, Tensor], observed: Tensor) -> tuple[StreamState, Tensor]:
+    def stream_step(self, state: StreamState, frames: Mapping[str, Tensor],
+                    observed: Tensor) -> tuple[StreamState, Tensor]:
         """Advance every stream by one step: O(1) work, the past is never revisited.
 
         frames: sequence modality -> (B, C) standardised values at this step (any value,

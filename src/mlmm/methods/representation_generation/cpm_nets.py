@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...components.row_lookup import TrainingRowLookup, resize_to_saved
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output, mask_column
-from ...components.row_lookup import TrainingRowLookup, resize_to_saved
 from ..registry import register_method
 
 _DATA_SIZED = ("latents", "latent_class", "row_fp", "row_mask")

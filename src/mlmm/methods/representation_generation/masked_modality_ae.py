@@ -6,14 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...components.encoders import PerModalityEncoders
+from ...components.heads import mlp_head
+from ...components.pooling import masked_mean
+from ...components.subpatterns import random_sub_mask
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
-from ...components.heads import mlp_head
-from ...components.pooling import masked_mean
 from ..registry import register_method
-from ...components.encoders import PerModalityEncoders
-from ...components.subpatterns import random_sub_mask
 
 
 @register_method("masked-modality-ae")

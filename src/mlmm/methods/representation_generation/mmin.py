@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...components.encoders import PerModalityEncoders
+from ...components.heads import mlp_head
+from ...components.memory_bank import TrainingBankMixin
+from ...components.row_lookup import TrainingRowLookup, resize_to_saved
+from ...components.subpatterns import random_sub_mask
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
-from ...components.heads import mlp_head
-from ...components.memory_bank import TrainingBankMixin
-from ...components.row_lookup import TrainingRowLookup, resize_to_saved
 from ..registry import register_method
-from ...components.encoders import PerModalityEncoders
-from ...components.subpatterns import random_sub_mask
 
 
 class ResidualAutoencoder(nn.Module):

@@ -9,15 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...components.encoders import PerModalityEncoders
+from ...components.heads import mlp_head
+from ...components.llm_router import Router
+from ...components.pooling import masked_mean
+from ...components.row_lookup import resize_to_saved
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
-from ...components.heads import mlp_head
-from ...components.pooling import masked_mean
-from ...components.row_lookup import resize_to_saved
 from ..registry import register_method
-from ...components.encoders import PerModalityEncoders
-from ...components.llm_router import Router
 
 #: Patterns are enumerated exhaustively for calibration up to this many modalities
 #: (2^10 - 1 patterns); beyond, only the patterns seen in the validation split.
