@@ -145,3 +145,28 @@ def test_kind_flags_are_parsed_and_checked():
         parse_kind_flags(["a=text", "a=image"])
     with pytest.raises(ValueError, match="is not an integer"):
         parse_kind_flags(["caption=big"], "--vocab-size", int)
+
+
+def test_cli_refuses_unstated_integer_ids_and_runs_with_kind_flags(tmp_path, capsys):
+    from mlmm.cli import main
+
+    arrays = _arrays(n=60)
+    arrays["split"] = np.where(np.arange(60) % 4 == 0, "test", "train")
+    np.savez(tmp_path / "d.npz", **arrays)
+    base = ["run", "--data-file", str(tmp_path / "d.npz"), "--method", "masked-mean", "--epochs", "1", "--no-subsets"]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "mlmm: note:" in err and "read as sequence" in err  # the (8, 8) image, inferred and said
+    assert "modality 'caption' holds integers" in err and "--kind caption=KIND" in err
+    assert main(base + ["--kind", "image=image", "--kind", "caption=text", "--vocab-size", "caption=50"]) == 0
+    assert "mlmm: note:" not in capsys.readouterr().err  # everything stated: nothing inferred
+    assert main(base + ["--kind", "caption=words"]) == 2
+    assert "kind must be one of" in capsys.readouterr().err
+
+
+def test_cli_methods_shows_the_kinds_a_method_does_not_take(capsys):
+    from mlmm.cli import main
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "does not take" in out and "zero-fill does not take text: early fusion" in out

@@ -29,9 +29,14 @@ def cmd_listing(args: argparse.Namespace) -> None:
         infos = [{"name": n, **METHODS.get(n).info.as_dict(), "module": METHODS.get(n).__module__}
                  for n in METHODS.names()]
         rows = [[d["name"], d["category"], d["fusion"], "yes" if d["recovers_missing"] else "no",
-                 "yes" if d["needs_complete_train"] else "no", d["module"].removeprefix("mlmm.methods.")]
+                 "yes" if d["needs_complete_train"] else "no", ", ".join(d["unsupported_kinds"]) or "-",
+                 d["module"].removeprefix("mlmm.methods.")]
                 for d in infos]
-        header = ["method", "category", "fusion", "recovers missing", "needs complete train", "module (mlmm.methods.)"]
+        header = ["method", "category", "fusion", "recovers missing", "needs complete train", "does not take",
+                  "module (mlmm.methods.)"]
+        # Why a method does not take a kind, below the table (too long for a cell).
+        notes = [f"{d['name']} does not take {kind}: {why}" for d in infos
+                 for kind, why in d["unsupported_kinds"].items()]
     else:
         infos = protocol_infos()
         rows = [[d["name"], d["definition"]] for d in infos]
@@ -40,6 +45,8 @@ def cmd_listing(args: argparse.Namespace) -> None:
         print(json.dumps(infos, indent=2, default=str))
     else:
         print(format_table(header, [[_short(c) for c in row] for row in rows]))
+        if args.command == "methods" and notes:
+            print("\n" + "\n".join(notes))
 
 
 def _short(value: object, width: int = 110) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -46,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--group-column", help="table column of group ids (subject, patient): grouped splits keep each "
                                           "group on one side, and become the default split")
     g.add_argument("--task", choices=("classification", "regression"), help="default: classification")
+    g.add_argument("--kind", action="append", default=[], dest="kinds", metavar="NAME=KIND",
+                   help="a modality's kind: image, text, vector or sequence (repeat per modality; unstated kinds "
+                        "are inferred only where unambiguous, with a note; integer arrays need one)")
+    g.add_argument("--vocab-size", action="append", default=[], dest="vocab_size", metavar="NAME=N",
+                   help="a text modality's vocabulary size (the tokenizer's; default: largest id + 1, with a note)")
+    g.add_argument("--pad-id", action="append", default=[], dest="pad_id", metavar="NAME=ID",
+                   help="a text modality's padding id (default 0); a row of padding only is missing")
     run_p.add_argument("--method", action="append", help="method name (repeat for several; default: every method)")
     run_p.add_argument("--protocol", default="entry", help="missingness protocol (see `mlmm protocols`)")
     run_p.add_argument("--rate", type=float, default=0.0, help="the protocol's rate, train, validation and test")
@@ -113,8 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _note(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library warning as one line on stderr (``mlmm: note: ...``), without the source line."""
+    print(f"mlmm: note: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    shown = warnings.showwarning
+    # What a loader inferred (KindInferredWarning) and other library warnings: one line each.
+    warnings.showwarning = _note
     try:
         args = parser.parse_args(argv)
         if getattr(args, "threads", None) is not None:
@@ -141,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mlmm: internal error: {type(err).__name__}: {describe(err)} "
               "(rerun with MLMM_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
         return 1
+    finally:
+        warnings.showwarning = shown
     return 0
 
 
