@@ -55,6 +55,11 @@ class StrongestDefault(MissingModalityModel):
 
     def __init__(self, spec: DatasetSpec, candidates: tuple[str, ...] | list[str] | str = DEFAULT_CANDIDATES) -> None:
         super().__init__(spec)
+        if candidates is DEFAULT_CANDIDATES:
+            # The default set leaves out a candidate that declares a kind of this spec unsupported
+            # (time-series features on an image or text modality); a given list is taken as given.
+            candidates = tuple(c for c in candidates if not any(
+                m.kind in METHODS.get(c).info.unsupported_kinds for m in spec.modalities))
         if isinstance(candidates, str):
             candidates = tuple(c.strip() for c in candidates.split(",") if c.strip())
         candidates = tuple(candidates)
