@@ -369,3 +369,20 @@ def test_evaluating_on_another_datasets_data_names_the_mismatch(splits):
     wider = make_synthetic(n_samples=30, n_classes=3, n_modalities=3, dims=5, seed=0)
     with pytest.raises(ValueError, match=r"modality 'm0' has per-sample shape \(5,\) in the data but \(4,\)"):
         evaluate(fit.model, wider)
+
+
+def test_run_experiment_records_stages_that_never_improved(capsys):
+    from mlmm import ExperimentConfig, run_experiment
+    from mlmm.cli import main
+
+    config = ExperimentConfig(dataset="synthetic", method="masked-mean", subsets=False,
+                              train=TrainConfig(max_epochs=1, lr=1e-30, modality_dropout=0.0))
+    with pytest.warns(FitNeverImproved):
+        result = run_experiment(config)
+    assert result["never_improved"] == {"0": ["main"]}
+    # the CLI shows the warning as one line and still reports the (flagged) result
+    assert main(["run", "--dataset", "synthetic", "--method", "masked-mean", "--no-subsets", "--epochs", "1",
+                 "--lr", "1e-30", "--modality-dropout", "0", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("mlmm: note: stage 'main' never improved") and captured.err.count("\n") == 1
+    assert '"never_improved": {\n    "0": [\n      "main"' in captured.out

@@ -163,6 +163,8 @@ def run_seed(config: ExperimentConfig, seed: int) -> dict:
         "train_seconds": fit.train_seconds,
         "epochs_run": len(fit.history),
         "n_parameters": sum(p.numel() for p in fit.model.parameters()),
+        # stages whose best validation score never beat their starting state (flagged, not refused)
+        "never_improved": fit.never_improved,
     }
     if config.subsets:
         start = time.perf_counter()
@@ -199,6 +201,8 @@ def summarise(config: ExperimentConfig, records: list[dict]) -> dict:
         "realised": {role: _mean_realised(records, role) for role in ("train", "val", "test")},
         "train_seconds": summarise_seeds([r["train_seconds"] for r in records]),
         "epochs_run": summarise_seeds([r["epochs_run"] for r in records]),
+        # seed -> stages that never improved on their starting state (empty when every fit improved)
+        "never_improved": {str(r["seed"]): r["never_improved"] for r in records if r.get("never_improved")},
         "n_parameters": records[0]["n_parameters"],
         "latency_per_sample_s": summarise_seeds([r["efficiency"]["latency_per_sample_s"] for r in records
                                                  if "efficiency" in r]) if "efficiency" in records[0] else None,
