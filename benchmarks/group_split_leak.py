@@ -21,6 +21,7 @@ import torch
 
 from mlmm.data.splits import GroupLeakWarning
 from mlmm.experiment import ExperimentConfig, run_experiment
+from mlmm.train.steps import FitNeverImproved
 
 
 def seeds_arg(text: str) -> tuple[int, ...]:
@@ -40,6 +41,9 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", GroupLeakWarning)  # the leak is what this script measures
+    # On held-out subjects the validation loss often never beats the untrained model's (the subject offsets
+    # dominate); that warning per fit is part of the finding (see RESULTS.md), not printed here.
+    warnings.simplefilter("ignore", FitNeverImproved)
     rows, out, start = [], {}, time.perf_counter()
     for method in args.methods.split(","):
         res = {}

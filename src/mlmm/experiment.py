@@ -244,7 +244,7 @@ def _run_folds(config: ExperimentConfig, data: MultimodalDataset, folds: list[st
                on_seed: Callable[[dict], None] | None) -> dict:
     """Every fold of a fold split (``logo``, ``group-kfold``) x every seed. The summary is ``summarise`` over
     all (fold, seed) records (mean ± std over folds and seeds), plus ``folds`` (each fold's split, held-out
-    groups, test rows and metrics over seeds) and ``pooled`` (each metric averaged over the folds weighted
+    groups and test rows under the first seed, metrics over seeds) and ``pooled`` (each metric averaged over the folds weighted
     by their test rows: for accuracy exactly the accuracy over all held-out rows pooled), per seed and mean."""
     from dataclasses import replace
 
@@ -256,7 +256,9 @@ def _run_folds(config: ExperimentConfig, data: MultimodalDataset, folds: list[st
         test = make_splits(data, fold, config.seeds[0])[2]
         fold_records = []
         for seed in config.seeds:
-            record = {**run_seed(fold_config, seed), "fold": fold, "n_test": len(test)}
+            # group-kfold's folds move with the seed (logo's do not): each record weighs its own test rows
+            n_test = len(test) if seed == config.seeds[0] else len(make_splits(data, fold, seed)[2])
+            record = {**run_seed(fold_config, seed), "fold": fold, "n_test": n_test}
             fold_records.append(record)
             if on_seed is not None:
                 on_seed(record)
