@@ -149,3 +149,13 @@ def test_fixed_feature_methods_refuse_images_by_name(name: str) -> None:
     spec = DatasetSpec("pics", (ModalitySpec("pic", "image", (1, 4, 4)),), TaskSpec("classification", n_classes=2))
     with pytest.raises(ValueError, match="image modalities.*'pic'"):
         build_method(name, spec, 0)
+
+
+def test_strongest_default_keeps_only_default_candidates_that_take_the_data() -> None:
+    spec = DatasetSpec("mixed", (ModalitySpec("pic", "image", (1, 4, 4)), ModalitySpec("s", "sequence", (8, 2))),
+                       TaskSpec("classification", n_classes=2))
+    assert build_method("strongest-default", spec, 0).candidate_names == ("masked-mean",)
+    with pytest.raises(ValueError, match="summary-linear does not take image"):
+        build_method("strongest-default", spec, 0, candidates=("summary-linear", "masked-mean"))
+    assert build_method("strongest-default", _sine_dataset(8).spec, 0).candidate_names == (
+        "summary-linear", "rocket-linear", "masked-mean")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -10,6 +12,7 @@ from ...components.encoders import PerModalityEncoders
 from ...components.heads import mlp_head
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
+from ...validation import Interval
 from ..base import MethodInfo, MissingModalityModel, Output
 from ..registry import register_method
 
@@ -107,6 +110,8 @@ class MUSE(MissingModalityModel):
                 "EdgeSAGE message passing; mutual-consistent contrastive loss between the graph and an "
                 "edge-dropped view, supervised contrastive + CE",
     )
+
+    param_constraints: ClassVar[dict] = {"momentum": [Interval("real", 0, 1, closed="right")]}
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.25,
                  n_layers: int = 2, temperature: float = 0.07, momentum: float = 0.1) -> None:

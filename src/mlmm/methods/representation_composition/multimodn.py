@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -11,6 +13,7 @@ from ...components.factorised import FactorisedFusion
 from ...components.heads import mlp_head
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
+from ...validation import BOOLEAN, NONNEG, WIDTH
 from ..base import MethodInfo, MissingModalityModel, Output
 from ..registry import register_method
 
@@ -67,6 +70,9 @@ class MultiModN(FactorisedFusion, MissingModalityModel):
         summary="learned state updated in turn by one module per present modality (skipped per sample when "
                 "missing); a decoder reads every state (per-step predictions in aux), per-step losses",
     )
+
+    param_constraints: ClassVar[dict] = {"state_dim": [WIDTH], "err_penalty": [NONNEG],
+                                         "state_change_penalty": [NONNEG], "shuffle": [BOOLEAN]}
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, state_dim: int = 64, hidden: int | None = None,
                  dropout: float = 0.2, err_penalty: float = 1.0, state_change_penalty: float = 0.0,

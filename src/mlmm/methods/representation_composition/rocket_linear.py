@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
 from ...components.fixed_feature_linear import (
@@ -10,6 +12,7 @@ from ...components.fixed_feature_linear import (
 )
 from ...components.time_series_features import RandomConvolutionFeatures
 from ...data.spec import DatasetSpec, ModalitySpec
+from ...validation import COUNT, NONNEG_COUNT
 from ..base import MethodInfo
 from ..registry import register_method
 
@@ -39,6 +42,8 @@ class RocketLinear(FixedFeatureLinear):
         summary="per-modality fixed random dilated convolutions (PPV + max per kernel), standardised on the "
                 "training rows, zero-imputed when missing, + mask -> one linear layer",
     )
+
+    param_constraints: ClassVar[dict] = {"n_kernels": [COUNT], "kernel_seed": [NONNEG_COUNT]}
 
     def __init__(self, spec: DatasetSpec, n_kernels: int = 500, kernel_seed: int = 0, dropout: float = 0.1) -> None:
         self.n_kernels, self.kernel_seed = int(n_kernels), int(kernel_seed)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -12,6 +14,7 @@ from ...components.pooling import masked_mean
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
+from ...validation import COUNT, NONNEG, WIDTH
 from ..base import MethodInfo, MissingModalityModel, Output, StageControl
 from ..registry import register_method
 
@@ -90,6 +93,8 @@ class SMIL(TrainingBankMixin, MissingModalityModel):
                 "the present ones; Bayesian feature perturbation; meta-learning (inner step on a simulated "
                 "missing view, outer loss on the full view + feature alignment); own adaptation to M modalities",
     )
+
+    param_constraints: ClassVar[dict] = {"encoder_hidden": [WIDTH, None], "n_prototypes": [COUNT], "inner_lr": [NONNEG]}
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 64, hidden: int = 64, encoder_hidden: int | None = None,
                  dropout: float = 0.5, n_prototypes: int = 10, inner_lr: float = 1e-3, align_weight: float = 0.01,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -9,6 +11,7 @@ from torch import Tensor, nn
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
+from ...validation import STRING, SequenceOf
 from ..base import MethodInfo, MissingModalityModel, Output
 from ..registry import METHODS, register_method
 
@@ -20,10 +23,11 @@ DEFAULT_CANDIDATES = ("summary-linear", "rocket-linear", "masked-mean")
 class StrongestDefault(MissingModalityModel):
     """Train every candidate method side by side, then keep the one with the best validation score.
 
-    Shapes: B batch, C outputs, K candidates (registered method names, default
-    ``DEFAULT_CANDIDATES``: summary statistics + linear, random convolutions + linear, and
-    masked-mean over learned per-modality encoders — i.e. a choice among *encoders*, each
-    behind the head that suits it).
+    Shapes: B batch, C outputs, K candidates (registered method names; default: those of
+    ``DEFAULT_CANDIDATES`` — summary statistics + linear, random convolutions + linear, and
+    masked-mean over learned per-modality encoders, i.e. a choice among *encoders*, each
+    behind the head that suits it — that take every modality kind of the spec, so on image or
+    text data only masked-mean remains; named candidates that cannot take the spec are refused).
 
     Training: one loop, one optimiser; loss = Σ_k (candidate k's own loss terms), each
     candidate seeing the same (modality-dropped) batch. Until calibration the output is
@@ -52,6 +56,9 @@ class StrongestDefault(MissingModalityModel):
         summary="trains summary-linear, rocket-linear and masked-mean together; keeps the one with the best "
                 "validation accuracy (chosen once, after training; saved with the model)",
     )
+
+    # names are checked against the registry when built (an unknown one is a KeyError naming it)
+    param_constraints: ClassVar[dict] = {"candidates": [STRING, SequenceOf(STRING)]}
 
     def __init__(self, spec: DatasetSpec, candidates: tuple[str, ...] | list[str] | str = DEFAULT_CANDIDATES) -> None:
         super().__init__(spec)
