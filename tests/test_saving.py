@@ -94,7 +94,6 @@ def test_save_load_predicts_the_same(tmp_path, name):
     assert "torch_version" in manifest and "mlmm_version" in manifest
 
 
-@pytest.mark.xfail(strict=True, reason="pending: the router's get_extra_state lands after the layout move")
 def test_router_calibration_log_survives_reload(tmp_path):
     model = _fit("pattern-router", min_count=1)
     log = model.method.calibration
@@ -104,7 +103,6 @@ def test_router_calibration_log_survives_reload(tmp_path):
     assert torch.equal(loaded.method.route_experts, model.method.route_experts)
 
 
-@pytest.mark.xfail(strict=True, reason="pending: training_state declarations land after the layout move")
 def test_training_rows_are_not_saved_unless_prediction_needs_them(tmp_path):
     data = _data()
     full = MultimodalDataset(SPEC, data.inputs, data.target, None)
@@ -239,3 +237,12 @@ def test_torch_state_dict_loads_with_weights_only(tmp_path):
     fresh.load_state_dict(state)
     new = _data(seed=2, labels=False)
     assert torch.equal(fresh.predict_logits(new), model.predict_logits(new))
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if METHODS.get(n).training_state])
+def test_training_state_declarations_name_real_state(name):
+    from fnmatch import fnmatch
+
+    keys = list(build_method(name, SPEC, seed=0).state_dict())
+    for pattern in METHODS.get(name).training_state:
+        assert any(fnmatch(k, pattern) or k.startswith(pattern + ".") for k in keys), (name, pattern)

@@ -72,9 +72,7 @@ def encode(value: Any, where: str) -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{where}: {value!r} cannot be written to a JSON manifest")
-        return value
+        return value if math.isfinite(value) else {"$float": repr(value)}  # JSON has no nan / inf
     if isinstance(value, tuple):
         return {"$tuple": [encode(v, f"{where}[{i}]") for i, v in enumerate(value)]}
     if isinstance(value, list):
@@ -146,6 +144,10 @@ def decode(value: Any, where: str, overrides: Mapping[str, nn.Module] | None = N
         return [decode(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if not isinstance(value, dict):
         return value
+    if "$float" in value:
+        if value["$float"] not in ("nan", "inf", "-inf"):
+            raise ModelFileError(f"{where}: {value['$float']!r} is not a float")
+        return float(value["$float"])
     if "$tuple" in value:
         return tuple(decode(v, f"{where}[{i}]") for i, v in enumerate(value["$tuple"]))
     if "$class" in value:

@@ -68,6 +68,9 @@ class M3CareGraph(TrainingBankMixin, MissingModalityModel):
         recovery_space="embedding",
     )
 
+    #: The bank is read at prediction (neighbours are retrieved among the stored training rows).
+    training_state = {"bank_*": "prediction builds its similarity graph over these stored training rows"}
+
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
                  k: int = 10, temperature: float = 0.1, threshold: float = 0.5, bank_size: int = 1024,
                  bank_per_step: int = 256, bank_seed: int = 0) -> None:

@@ -101,6 +101,9 @@ class RetrievalFill(TrainingBankMixin, FillEarlyFusion):
                 "K nearest bank rows' x_m (test, MSE on shared modalities); mask indicators; early fusion",
     )
 
+    #: The bank is read at prediction (neighbours are retrieved among the stored training rows).
+    training_state = {"bank_*": "prediction retrieves neighbours among these stored training rows"}
+
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
                  k: int = 5, bank_size: int = 1024, bank_seed: int = 0) -> None:
         super().__init__(spec, embed_dim=embed_dim, hidden=hidden, dropout=dropout)

@@ -77,6 +77,9 @@ class EmbeddingRetrieval(TrainingBankMixin, MissingModalityModel):
                 "(cosine on shared modalities); masked mean; MLP head",
     )
 
+    #: The bank is read at prediction (neighbours are retrieved among the stored training rows).
+    training_state = {"bank_*": "prediction retrieves neighbours among these stored training rows"}
+
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
                  k: int = 5, bank_size: int = 512, bank_seed: int = 0) -> None:
         super().__init__(spec)

@@ -77,6 +77,13 @@ class CrossPartialMultiViewNets(TrainingRowLookup, MissingModalityModel):
                 "by masked reconstruction (decoders frozen, fixed GD steps) inside forward; nearest class mean",
     )
 
+    #: Row fingerprints only find training rows during training (not saved); the training
+    #: latents and their labels are kept: prediction starts each latent fit from their mean and
+    #: classifies by the per-class mean training latent.
+    training_state = {"row_*": None,
+                      "latents": "prediction starts each test latent from the mean training latent",
+                      "latent_class": "prediction compares test latents with the per-class mean training latents"}
+
     def __init__(self, spec: DatasetSpec, latent_dim: int = 64, hidden: int = 256, hinge_weight: float = 1.0,
                  latent_scale: float = 10.0, init_std: float = 0.1, fit_steps: int = 50, fit_lr: float = 0.5,
                  fit_momentum: float = 0.9) -> None:

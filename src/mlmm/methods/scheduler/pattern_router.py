@@ -67,7 +67,8 @@ class PatternRouter(MissingModalityModel):
     ``cost``, ``description`` and ``rule_choice``) — e.g. ``llm.make_llm_router(generate)``.
     It is asked once per pattern during ``calibrate``; an unknown or infeasible answer is
     discarded and the rule's choice used. ``calibration`` lists every decision and its
-    source. Classification only; works with incomplete training data.
+    source (it travels in ``state_dict`` through ``get_extra_state``, so a saved and reloaded
+    router keeps it). Classification only; works with incomplete training data.
     """
 
     info = MethodInfo(
@@ -236,6 +237,13 @@ class PatternRouter(MissingModalityModel):
         device = val.mask.device
         self.route_codes = torch.tensor([codes[i] for i in order], dtype=torch.long, device=device)
         self.route_experts = torch.tensor([chosen[i] for i in order], dtype=torch.long, device=device)
+
+    def get_extra_state(self) -> dict:
+        """The calibration log travels in ``state_dict`` (and in a saved model's manifest)."""
+        return {"calibration": self.calibration}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.calibration = list(state.get("calibration", [])) if isinstance(state, dict) else []
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
