@@ -117,7 +117,7 @@ def test_training_rows_are_not_saved_unless_prediction_needs_them(tmp_path):
     assert not any(k.startswith(("method.row_", "method.bank_")) for k in load_file(str(path / "weights.safetensors")))
     bank_model = _fit("retrieval-fill")  # retrieval at prediction reads its bank: kept, and said why
     kept = json.loads((bank_model.save(tmp_path / "r") / "manifest.json").read_text())["training_state"]["kept"]
-    assert "method.bank_x0" in kept and kept["method.bank_x0"]
+    assert kept.get("method.bank_x0")
 
 
 class TinyEncoder(nn.Module):

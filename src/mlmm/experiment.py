@@ -149,9 +149,12 @@ def fit_seed(config: ExperimentConfig, seed: int) -> SeedFit:
     return SeedFit(fit, test, masked["test"], realised, memory.figures)
 
 
-def run_seed(config: ExperimentConfig, seed: int) -> dict:
-    """Train and evaluate one seed; a JSON-ready record."""
+def run_seed(config: ExperimentConfig, seed: int, on_fit: Callable[[int, FitResult], None] | None = None) -> dict:
+    """Train and evaluate one seed; a JSON-ready record. ``on_fit(seed, fit)`` sees the fit
+    (e.g. to save the model) before it is evaluated."""
     cell = fit_seed(config, seed)
+    if on_fit is not None:
+        on_fit(seed, cell.fit)
     fit, test, test_m = cell.fit, cell.test, cell.test_masked
     # metrics, calibration (ECE + reliability bins) and efficiency of one timed test pass
     figures = cell_figures(fit.model, test_m, test, fit.train_seconds, cell.memory)
@@ -221,19 +224,21 @@ def summarise(config: ExperimentConfig, records: list[dict]) -> dict:
     return result
 
 
-def run_experiment(config: ExperimentConfig, on_seed: Callable[[dict], None] | None = None) -> dict:
+def run_experiment(config: ExperimentConfig, on_seed: Callable[[dict], None] | None = None,
+                   on_fit: Callable[[int, FitResult], None] | None = None) -> dict:
     """Run every seed of ``config`` and summarise. ``on_seed`` sees each seed's record
-    as soon as it exists (the caller can persist it, so a crash loses nothing done)."""
+    as soon as it exists (the caller can persist it, so a crash loses nothing done);
+    ``on_fit(seed, fit)`` each fitted model (``mlmm run --save-model`` saves the first)."""
     data = load_dataset(config.dataset)
     validate_config(config, data.spec)
     check_splits(data, config.split, config.seeds[0])  # an empty split is refused before any training
     check_device(config.device)  # here, not in validate_config: a grid may be expanded where it will not run
     folds = fold_splits(data, config.split)
     if folds != [config.split]:
-        return _run_folds(config, data, folds, on_seed)
+        return _run_folds(config, data, folds, on_seed, on_fit)
     records = []
     for seed in config.seeds:
-        record = run_seed(config, seed)
+        record = run_seed(config, seed, on_fit)
         records.append(record)
         if on_seed is not None:
             on_seed(record)
@@ -241,7 +246,8 @@ def run_experiment(config: ExperimentConfig, on_seed: Callable[[dict], None] | N
 
 
 def _run_folds(config: ExperimentConfig, data: MultimodalDataset, folds: list[str],
-               on_seed: Callable[[dict], None] | None) -> dict:
+               on_seed: Callable[[dict], None] | None,
+               on_fit: Callable[[int, FitResult], None] | None = None) -> dict:
     """Every fold of a fold split (``logo``, ``group-kfold``) x every seed. The summary is ``summarise`` over
     all (fold, seed) records (mean ± std over folds and seeds), plus ``folds`` (each fold's split, held-out
     groups and test rows under the first seed, metrics over seeds) and ``pooled`` (each metric averaged over the folds weighted
@@ -258,7 +264,7 @@ def _run_folds(config: ExperimentConfig, data: MultimodalDataset, folds: list[st
         for seed in config.seeds:
             # group-kfold's folds move with the seed (logo's do not): each record weighs its own test rows
             n_test = len(test) if seed == config.seeds[0] else len(make_splits(data, fold, seed)[2])
-            record = {**run_seed(fold_config, seed), "fold": fold, "n_test": n_test}
+            record = {**run_seed(fold_config, seed, on_fit), "fold": fold, "n_test": n_test}
             fold_records.append(record)
             if on_seed is not None:
                 on_seed(record)

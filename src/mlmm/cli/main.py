@@ -1,5 +1,5 @@
-"""The ``mlmm`` command line: datasets | methods | protocols | run | demo | stream | bench | reproduce |
-report | explain | recover | uncertainty.
+"""The ``mlmm`` command line: datasets | methods | protocols | run | predict | demo | stream | bench |
+reproduce | report | explain | recover | uncertainty.
 
 The CLI owns I/O, paths, devices and seeds; the library underneath never
 prints. Bad input and known runtime conditions exit with code 2 and one line on
@@ -20,7 +20,7 @@ import torch
 
 from .. import __version__
 from ..train.devices import check_device
-from . import bench, demo, diagnostics, listing, report, run, stream
+from . import bench, demo, diagnostics, listing, predict, report, run, stream
 from .common import UsageError, _Parser, add_training_flags
 from .errors import KNOWN, describe
 
@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_p.add_argument("--distributed", action="store_true",
                      help="data-parallel training under torchrun (gloo on CPU, NCCL on CUDA); rank 0 reports, e.g. "
                           "torchrun --nproc-per-node 2 -m mlmm.cli run ... --distributed")
+    run_p.add_argument("--save-model", metavar="DIR",
+                       help="save the fitted model of the first seed to this new directory (one method only); "
+                            "`mlmm predict --model DIR` uses it")
     add_training_flags(run_p)
 
     demo_p = sub.add_parser("demo", help="the default benchmark: baselines on handwritten at entry rates 0, 0.3, 0.5")
@@ -109,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     # reached 100% test accuracy (complete data, seed 0) within them.
     stream_p.set_defaults(lr=3e-3)
 
+    predict.add_parser(sub)
     bench.add_parsers(sub)  # bench, reproduce
     diagnostics.add_parsers(sub)  # explain, recover, uncertainty
 
@@ -139,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         handler = {**diagnostics.HANDLERS, "run": run.cmd_run, "demo": demo.cmd_demo, "bench": bench.cmd_bench,
                    "stream": stream.cmd_stream, "reproduce": bench.cmd_reproduce,
-                   "report": report.cmd_report}.get(args.command, listing.cmd_listing)
+                   "report": report.cmd_report, "predict": predict.cmd_predict}.get(args.command, listing.cmd_listing)
         if getattr(args, "device", None) is not None:
             check_device(args.device)  # a bogus name or an absent GPU: one line before any work
         handler(args)

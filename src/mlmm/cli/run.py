@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from .common import check_writable, parse_floats, parse_params, parse_seeds, progress, train_config
+from .common import UsageError, check_writable, parse_floats, parse_params, parse_seeds, progress, train_config
 from .listing import method_names
 
 
@@ -45,7 +45,11 @@ def folds_table(result: dict) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from ..data.loaders.user_data import parse_kind_flags, parse_modality_flags, resolve_dataset
+    from ..data.loaders.user_data import (
+        parse_kind_flags,
+        parse_modality_flags,
+        resolve_dataset,
+    )
     from ..data.registry import load_dataset
     from ..experiment import run_experiment, validate_config
     from ..report import results_table, subsets_table
@@ -57,6 +61,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         for flag, key, cast in (("--kind", "kinds", None), ("--vocab-size", "vocab_size", int),
                                 ("--pad-id", "pad_id", int)):
             options[key] = parse_kind_flags(getattr(args, key, None) or [], flag, cast)
+    data_file = args.data_file
     args.dataset = resolve_dataset(args.dataset, args.data_file, **options)
     args.data_file = None  # a --data-file is now registered as file:<stem>
     spec = load_dataset(args.dataset).spec  # unknown dataset -> one clear line before anything else
@@ -66,6 +71,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     if args.out:
         check_writable(args.out, "--out")  # say so before hours of training
     configs = [_experiment_config(args, m) for m in method_names(args.method)]
+    on_fit = _model_saver(args, configs, data_file, options) if getattr(args, "save_model", None) else None
     for config in configs:
         validate_config(config, spec)  # protocol, rates and subsets checked before any training
     results = []
@@ -75,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     with progress(len(configs) * len(configs[0].seeds) * n_folds, disable=args.json) as bar:
         for config in configs:
             bar.set_description(config.method)
-            results.append(run_experiment(config, on_seed=lambda record: bar.update(1)))
+            results.append(run_experiment(config, on_seed=lambda record: bar.update(1), on_fit=on_fit))
     payload = results[0] if len(results) == 1 else results
     # Print first: a failing --out (the disk filled up during training) must not lose the results.
     if args.json:
@@ -104,6 +110,37 @@ def _write_json(path: str, payload: object) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _model_saver(args: argparse.Namespace, configs: list, data_file, options: dict):
+    """``on_fit`` for ``--save-model DIR``: saves the first fit (first seed, first fold), with the
+    data-file column mapping in its manifest so that ``mlmm predict`` reads new files alike."""
+    from pathlib import Path
+
+    from ..data.loaders.new_data import data_file_mapping
+
+    out = Path(args.save_model).expanduser()
+    if len(configs) != 1:
+        raise UsageError(f"--save-model saves one model: give one --method (got {len(configs)})")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--save-model: {str(out)!r} exists and is not an empty directory")
+    if not out.parent.is_dir():
+        raise UsageError(f"--save-model: folder of {str(out)!r} does not exist")
+    mapping = data_file_mapping(data_file, **{k: v for k, v in options.items() if v}) if data_file else None
+    saved = []
+
+    def on_fit(seed: int, fit) -> None:
+        if saved:
+            return
+        model = fit.model
+        model.metadata.update({"trained_on": {"dataset": args.dataset, "method": configs[0].method, "seed": seed,
+                                              "protocol": args.protocol, "rate": args.rate}})
+        if mapping is not None:
+            model.metadata["data_file"] = mapping
+        model.save(out)
+        saved.append(seed)
+
+    return on_fit
 
 
 def _run_distributed(args: argparse.Namespace) -> None:

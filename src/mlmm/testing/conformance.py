@@ -272,7 +272,10 @@ def _assert_same_state(a: Mapping[str, Tensor], b: Mapping[str, Tensor], where: 
     if list(a) != list(b):
         _fail(where, f"{what}: state_dict keys differ: {sorted(set(a) ^ set(b))[:5]}")
     for key in a:
-        _assert_close(b[key], a[key], where, f"{what}: {key!r} differs", exact=True)
+        if isinstance(a[key], Tensor):
+            _assert_close(b[key], a[key], where, f"{what}: {key!r} differs", exact=True)
+        elif a[key] != b[key]:  # a module's extra state (e.g. the router's calibration log)
+            _fail(where, f"{what}: {key!r} differs")
 
 
 def _poison(batch: Batch, value: float) -> Batch:

@@ -10,7 +10,13 @@ from .config import TrainConfig
 from .fitted import FittedModel
 from .loop import FitResult, Trainer, build_method, seeded
 from .saving import ModelFileError, load
-from .steps import FitNeverImproved, FitSteps, check_trainable, drop_modalities, effective_batch_size
+from .steps import (
+           FitNeverImproved,
+           FitSteps,
+           check_trainable,
+           drop_modalities,
+           effective_batch_size,
+)
 
 __all__ = ["FitNeverImproved", "FitResult", "FitSteps", "FittedModel", "ModelFileError", "TrainConfig", "Trainer",
            "build_method", "check_trainable", "drop_modalities", "effective_batch_size", "load", "seeded"]

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..data.arrays import arrays_to_dataset
 from ..data.base import MultimodalDataset
 from ..data.batch import Batch, make_batch, nonfinite_as_missing
 from ..data.preprocess import Standardizer
@@ -33,45 +34,6 @@ def needs_calibration(method: nn.Module) -> bool:
     depends on (it overrides ``MissingModalityModel.calibrate``)."""
     return any(isinstance(m, MissingModalityModel) and type(m).calibrate is not MissingModalityModel.calibrate
                for m in method.modules())
-
-
-def arrays_to_dataset(spec: DatasetSpec, inputs: Mapping[str, object], mask=None,
-                      nonfinite: str = "error") -> MultimodalDataset:
-    """A label-less dataset for ``spec`` from modality -> (N, *shape) arrays: an absent key is a
-    modality missing for every sample; a row all NaN is missing there (without ``mask``);
-    ``mask`` (N, M) bool, when given, is the availability (NaN allowed where it is False)."""
-    unknown = sorted(set(inputs) - set(spec.modality_names))
-    if unknown:
-        raise ValueError(f"unknown modality {unknown[0]!r}; "
-                         f"the model's modalities are {', '.join(spec.modality_names)}")
-    given = [m for m in spec.modalities if m.name in inputs]
-    if not given:
-        raise ValueError(f"no modality given; the model's modalities are {', '.join(spec.modality_names)}")
-    n = len(inputs[given[0].name])
-    arrays, cols = {}, []
-    for m in spec.modalities:
-        if m.name not in inputs:
-            dtype = np.int64 if m.kind == "text" else np.float32
-            arrays[m.name] = np.full((n, *m.shape), m.pad_id if m.kind == "text" else 0, dtype=dtype)
-            cols.append(np.zeros(n, bool))
-            continue
-        x = inputs[m.name]
-        x = x.cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
-        if x.shape[1:] != m.shape or len(x) != n:
-            raise ValueError(f"modality {m.name!r}: expected shape ({n}, {', '.join(map(str, m.shape))}), "
-                             f"got {x.shape}")
-        arrays[m.name] = x
-        if x.dtype.kind == "f":
-            cols.append(~np.isnan(x.reshape(n, -1)).all(axis=1))
-        else:
-            cols.append(np.ones(n, bool))
-    avail = np.stack(cols, axis=1)
-    if mask is not None:
-        mask = mask.cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask)
-        if mask.shape != avail.shape or mask.dtype != bool:
-            raise ValueError(f"mask must be bool of shape {avail.shape}, got {mask.dtype} {mask.shape}")
-        avail = mask & avail
-    return MultimodalDataset(spec, arrays, None, avail, nonfinite=nonfinite)
 
 
 def _check_present_finite(batch: Batch) -> None:
@@ -237,7 +199,7 @@ class FittedModel(nn.Module):
         if bad.any():
             row = int(torch.nonzero(bad)[0])
             present = [m for j, m in enumerate(self.spec.modality_names) if bool(batch.mask[row, j])]
-            raise FloatingPointError(
+            raise ValueError(
                 f"the model produced NaN/inf outputs for {int(bad.sum())} sample(s) (first: sample {row}, "
                 f"modalities present: {', '.join(present)}); its inputs passed validation, so the model's "
                 "weights or an input's scale are at fault")

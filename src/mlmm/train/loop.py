@@ -26,8 +26,14 @@ from ..methods.registry import METHODS
 from . import distributed
 from .config import TRAIN_CONSTRAINTS, TrainConfig  # noqa: F401  (re-exported)
 from .devices import check_device
-from .fitted import FittedModel  # noqa: F401  (re-exported)
-from .steps import FitNeverImproved, FitSteps, check_trainable, drop_modalities, effective_batch_size  # noqa: F401  (re-exported)
+from .fitted import FittedModel
+from .steps import (  # noqa: F401  (re-exported)
+    FitNeverImproved,
+    FitSteps,
+    check_trainable,
+    drop_modalities,
+    effective_batch_size,
+)
 
 
 @contextlib.contextmanager

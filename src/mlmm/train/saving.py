@@ -286,6 +286,7 @@ def read_manifest(path: str | Path) -> dict:
 def _build(manifest: dict, file: Path, encoders: Mapping[str, nn.Module] | None,
            overrides: Mapping[str, Any]) -> MissingModalityModel:
     from ..methods.registry import METHODS
+    from ..registry import UnknownNameError
 
     try:
         spec = DatasetSpec.from_dict(manifest["spec"])
@@ -294,7 +295,7 @@ def _build(manifest: dict, file: Path, encoders: Mapping[str, nn.Module] | None,
     if manifest["method"] is not None:
         try:
             cls = METHODS.get(manifest["method"])
-        except Exception as err:  # UnknownNameError lists the known ones
+        except UnknownNameError as err:  # it lists the known ones
             raise ModelFileError(f"{file}: method {manifest['method']!r} is not registered ({err})") from None
     else:
         cls = resolve_class(manifest["method_class"], MissingModalityModel, f"{file}: method_class")
