@@ -353,3 +353,32 @@ def test_api_bad_input(call, error, culprit, inputs, no_training):
         call(inputs)
     assert culprit in str(info.value)
     assert _tree(inputs) == before
+
+
+# --- unwritable outputs (simulated: the tests may run as root, which ignores permission bits) ---
+
+
+def test_out_in_a_read_only_folder_is_refused_before_training(tmp_path, monkeypatch, capsys, no_training):
+    import tempfile
+
+    monkeypatch.chdir(tmp_path)
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    assert main(RUN + ["--out", "r.json"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out: cannot write in" in err and "(read-only file system)" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_only_database_is_refused_before_any_cell(inputs, tmp_path, monkeypatch, capsys, no_training):
+    db = tmp_path / "r.sqlite"
+    db.write_bytes(b"")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(db) else real(p, mode))
+    assert main(["bench", str(inputs / "spec.yaml"), "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--db:" in err and "is not writable (permission denied)" in err
+    assert db.read_bytes() == b"" and [p.name for p in tmp_path.iterdir()] == ["r.sqlite"]
