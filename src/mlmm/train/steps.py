@@ -130,7 +130,7 @@ def _diverged(terms: dict[str, Tensor], stage: str, epoch: int, step: int) -> No
     values = ", ".join(f"{name}={float(value.detach()):.4g}" for name, value in terms.items())
     raise TrainingDiverged(
         f"training diverged: loss term {term!r} is non-finite at epoch {epoch}, step {step} of stage {stage!r} "
-        f"({values}); try a lower lr (e.g. --lr) or a smaller grad_clip", epoch=epoch, stage=stage, term=term)
+        f"({values}); try a lower lr or a smaller grad_clip (--lr, --grad-clip)", epoch=epoch, stage=stage, term=term)
 
 
 def effective_batch_size(n_train: int, config: TrainConfig) -> int:
@@ -381,7 +381,7 @@ class FitSteps:
             raise TrainingDiverged(
                 f"training diverged: validation loss is {loss} at epoch {epoch} of stage {stage!r}"
                 + (" (before any training step: the initial weights or the data hold non-finite values)"
-                   if epoch == 0 else "; try a lower lr (e.g. --lr) or a smaller grad_clip"),
+                   if epoch == 0 else "; try a lower lr or a smaller grad_clip (--lr, --grad-clip)"),
                 epoch=epoch, stage=stage, term="validation")
         if method.spec.task.kind == "classification" and self.config.select_on == "accuracy":
             accuracy = float((output.logits.argmax(dim=1) == val.target).float().mean())
