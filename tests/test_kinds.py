@@ -170,3 +170,19 @@ def test_cli_methods_shows_the_kinds_a_method_does_not_take(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert "does not take" in out and "zero-fill does not take text: early fusion" in out
+
+
+def test_default_encoders_size_text_from_the_spec_and_images_by_resolution():
+    from mlmm.components.encoders import ImageEncoder, TextEncoder, build_encoder
+
+    text = build_encoder(ModalitySpec("c", "text", (6,), vocab_size=77, pad_id=3), 16)
+    assert isinstance(text, TextEncoder) and text.embed.num_embeddings == 77 and text.embed.padding_idx == 3
+    ids = torch.tensor([[5, 9, 3, 3, 3, 3]])
+    assert torch.allclose(text(ids), text(torch.tensor([[5, 9, 3, 3, 3, 3]])[:, :3]))  # padding is not read
+    with pytest.raises(ValueError, match="text modality 'c' has no vocab_size"):
+        build_encoder(ModalitySpec("c", "text", (6,)), 16)
+    for side in (8, 28, 112):
+        enc = build_encoder(ModalitySpec("i", "image", (1, side, side)), 16)
+        assert isinstance(enc, ImageEncoder) and enc(torch.zeros(2, 1, side, side)).shape == (2, 16)
+    small, large = (build_encoder(ModalitySpec("i", "image", (1, s, s)), 16) for s in (8, 112))
+    assert len(large.conv) > len(small.conv)  # large images are downsampled in the stem
