@@ -43,3 +43,20 @@ def test_load_gives_stated_kinds_and_the_natural_mask():
     assert [m.kind for m in data.spec.modalities] == ["image", "text"]
     assert data.spec.modality("caption").vocab_size == 30522
     assert 0.75 < float(data.mask[:, 1].float().mean()) < 0.85 and bool(data.mask.any(1).all())
+
+
+@pytest.mark.slow
+def test_example_runs_through_the_cli_and_the_api(tmp_path, capsys):
+    import mlmm
+    from mlmm.cli import main
+    from mlmm.data.datasets.digits_captions import save_digits_captions
+
+    path = save_digits_captions(tmp_path / "digits_captions.npz")
+    assert main(["run", "--data-file", str(path), "--kind", "image=image", "--kind", "caption=text",
+                 "--vocab-size", "caption=30522", "--method", "product-of-experts", "--epochs", "1", "--json"]) == 0
+    assert '"caption"' in capsys.readouterr().out  # the caption-only row of the subset evaluation
+    data = load_digits_captions()
+    train, val, test = mlmm.make_splits(data, "fixed", seed=0)
+    fit = mlmm.Trainer(mlmm.TrainConfig(max_epochs=1)).fit(mlmm.build_method("product-of-experts", data.spec), train,
+                                                            val)
+    assert 0.0 <= mlmm.evaluate(fit.model, test)["accuracy"] <= 1.0
