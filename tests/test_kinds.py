@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from mlmm.data import DatasetSpec, ModalitySpec, MultimodalDataset, Standardizer, TaskSpec
-from mlmm.data.loaders import load_arrays, load_data_file, load_table
-from mlmm.data.loaders._build import KindInferredWarning
+from mlmm.data.loaders import KindInferredWarning, load_arrays, load_data_file, load_table
 
 
 def _arrays(n: int = 40, seed: int = 0) -> dict[str, np.ndarray]:
