@@ -134,3 +134,16 @@ def test_handwritten_at_rate_half_matches_trainer(loop):
         gaps.append(acc[1] - acc[0])
     print(f"{loop}: accuracy gaps {gaps}, seconds (trainer, {loop}) {took}")
     assert abs(np.mean(gaps)) <= 0.01
+
+
+def test_without_a_validation_split_every_epoch_runs_and_nothing_is_selected():
+    train = _data(60, 0)
+    steps = FitSteps(build_method("masked-mean", SPEC, embed_dim=8), train, None,
+                     config=TrainConfig(max_epochs=3, patience=1))
+    for _ in steps.stages():
+        for _ in steps.epochs():
+            for batch in train.loader(batch_size=steps.batch_size, shuffle=True):
+                steps.step(batch)
+    model = steps.finish()
+    assert [r["epoch"] for r in steps.history] == [1, 2, 3] and steps.best_epoch == {"main": 3}
+    assert model.predict(train).shape == (60,)

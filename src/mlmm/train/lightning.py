@@ -65,17 +65,22 @@ class MLMMModule(L.LightningModule):
 
 
 def fit_lightning(method: MissingModalityModel, train: MultimodalDataset, val: MultimodalDataset | None,
-                  config: TrainConfig | None = None, seed: int = 0, **trainer_kwargs: Any) -> FittedModel:
+                  config: TrainConfig | None = None, seed: int = 0, device: str = "cpu",
+                  **trainer_kwargs: Any) -> FittedModel:
     """Train ``method`` with Lightning running the loop and mlmm's ``FitSteps`` inside it;
-    returns the calibrated ``FittedModel``. ``trainer_kwargs`` go to ``lightning.Trainer``
-    (default: CPU, no logger, checkpoints, progress bar or model summary). Batches come from
+    returns the calibrated ``FittedModel``. ``device``: where the steps run ("cpu", "cuda:0");
+    Lightning's accelerator follows it. ``trainer_kwargs`` go to ``lightning.Trainer`` (default:
+    one device, no logger, checkpoints, progress bar or model summary). Batches come from
     a ``DataLoader`` over ``train`` shuffled by ``steps.generator`` (the same row order as
     ``Trainer.fit``)."""
     config = config or TrainConfig()
-    options = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
+    device_t = torch.device(device)
+    accelerator = "gpu" if device_t.type == "cuda" else device_t.type
+    devices = [device_t.index] if device_t.type == "cuda" and device_t.index is not None else 1
+    options = {"accelerator": accelerator, "devices": devices, "logger": False, "enable_checkpointing": False,
                "enable_progress_bar": False, "enable_model_summary": False, **trainer_kwargs}
     with seeded(seed):
-        steps = FitSteps(method, train, val, config=config, device="cpu", seed=seed)
+        steps = FitSteps(method, train, val, config=config, device=device_t, seed=seed)
         for _ in steps.stages():
             loader = torch.utils.data.DataLoader(train, batch_size=steps.batch_size, sampler=steps.sampler(),
                                                  collate_fn=collate, generator=torch.Generator())
