@@ -108,7 +108,9 @@ class MUSE(MissingModalityModel):
               "(Wu, Dadu, Nalls, Faghri & Sun, ICLR 2024); peer implementation in iMML",
         summary="sample-modality bipartite graph (edges = present modalities, edge attribute = embedding), "
                 "EdgeSAGE message passing; mutual-consistent contrastive loss between the graph and an "
-                "edge-dropped view, supervised contrastive + CE",
+                "edge-dropped view, supervised contrastive + CE. Differs: modality nodes use a running mean of "
+                "their training aggregates at eval (the original graph is the test batch); one edge attribute "
+                "per pair; every sample labelled",
     )
 
     param_constraints: ClassVar[dict] = {"momentum": [Interval("real", 0, 1, closed="right")]}

@@ -95,7 +95,8 @@ class RAGPT(TrainingBankMixin, MissingModalityModel):
               "(Lang, Cheng, Zhong & Zhou, AAAI 2025); peer implementation in iMML",
         summary="top-K training neighbours per modality from a memory bank; missing token generated from the "
                 "neighbours' features (spectral MMG); context prompts by attention over neighbours + label "
-                "prompt; small transformer fusion (no pretrained backbone offline), label-embedding classifier",
+                "prompt; label-embedding classifier. Differs: one token per modality and a small transformer "
+                "trained from scratch (no frozen ViLT offline); retrieval on the method's own encoders",
         deviations={
             "gradients_reach_parameters": "the missing-modality generator and [MISS] tokens are used only for "
                                           "samples that miss a modality, never on a complete batch",

@@ -91,7 +91,9 @@ class SMIL(TrainingBankMixin, MissingModalityModel):
               "AAAI 2021)",
         summary="missing embedding = softplus-weighted mix of K-means prototypes of that modality, weights from "
                 "the present ones; Bayesian feature perturbation; meta-learning (inner step on a simulated "
-                "missing view, outer loss on the full view + feature alignment); own adaptation to M modalities",
+                "missing view, outer loss on the full view + feature alignment). Adapted to M modalities and "
+                "simplified: the inner step updates the head only; meta-train/meta-val views come from one batch; "
+                "prototypes from the jointly pre-trained encoders; early stopping instead of 8000 iterations",
     )
 
     param_constraints: ClassVar[dict] = {"encoder_hidden": [WIDTH, None], "n_prototypes": [COUNT], "inner_lr": [NONNEG]}
