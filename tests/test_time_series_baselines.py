@@ -159,3 +159,17 @@ def test_strongest_default_keeps_only_default_candidates_that_take_the_data() ->
         build_method("strongest-default", spec, 0, candidates=("summary-linear", "masked-mean"))
     assert build_method("strongest-default", _sine_dataset(8).spec, 0).candidate_names == (
         "summary-linear", "rocket-linear", "masked-mean")
+
+
+def test_time_series_encoders_map_sequences_to_embeddings_with_only_a_linear_map_trained() -> None:
+    from mlmm.components.time_series_features import RandomConvEncoder, SummaryStatsEncoder
+
+    x = torch.randn(5, 32, 3, generator=torch.Generator().manual_seed(0))
+    for enc in (SummaryStatsEncoder(3, 16, dropout=0.0), RandomConvEncoder(3, 32, 16, n_kernels=40, dropout=0.0)):
+        enc.eval()
+        out = enc(x)
+        assert out.shape == (5, 16)
+        trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
+        assert trainable == {"out.1.weight", "out.1.bias"}  # the features themselves are fixed
+        # each sample on its own: no batch statistics
+        torch.testing.assert_close(enc(x[2:3]), out[2:3])
