@@ -7,7 +7,9 @@ It is an ``nn.Module`` with buffers so it travels with the model in
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -62,6 +64,49 @@ class Standardizer(nn.Module):
             mean.copy_(x.mean(dim=dims, keepdim=True)[0].float())
             sd = x.std(dim=dims, keepdim=True, unbiased=False)[0].float()
             # Constant features (e.g. always-zero pixels) would divide by 0.
+            std.copy_(torch.where(sd > 1e-8, sd, torch.ones_like(sd)))
+        return self
+
+    @torch.no_grad()
+    def fit_batches(self, batches: Iterable[Batch]) -> Standardizer:
+        """The statistics of ``fit``, in one streamed pass over raw training ``batches`` (a DataLoader over
+        the training split: memory bounded by the batch). Per-batch count, mean and sum of squared
+        deviations are merged in float64 (Chan et al.'s pairwise update), so the result matches ``fit``
+        on the concatenated batches within float tolerance."""
+        acc: dict[str, tuple[float, Tensor, Tensor]] = {}
+        for batch in batches:
+            for j, m in enumerate(self.spec.modalities):
+                if m.kind not in _STAT_SHAPE:
+                    continue
+                x = float_values(batch.inputs[m.name][batch.mask[:, j]]).double()
+                if batch.time_mask is not None and m.name in batch.time_mask:
+                    x = x[batch.time_mask[m.name][batch.mask[:, j]]].unsqueeze(1)
+                if x.shape[0] == 0:
+                    continue
+                mean = getattr(self, f"mean_{m.name}")
+                dims = [0] + [d + 1 for d, s in enumerate(mean.shape) if s == 1 and m.shape[d] != 1]
+                count = float(np.prod([x.shape[d] for d in dims]))
+                b_mean = x.mean(dim=dims, keepdim=True)[0]
+                b_m2 = ((x - b_mean) ** 2).sum(dim=dims, keepdim=True)[0]
+                if m.name not in acc:
+                    acc[m.name] = (count, b_mean, b_m2)
+                    continue
+                n_a, mean_a, m2_a = acc[m.name]
+                total = n_a + count
+                delta = b_mean - mean_a
+                m2 = m2_a + b_m2 + delta ** 2 * (n_a * count / total)
+                acc[m.name] = (total, mean_a + delta * (count / total), m2)
+        for m in self.spec.modalities:
+            if m.kind not in _STAT_SHAPE:
+                continue
+            mean, std = getattr(self, f"mean_{m.name}"), getattr(self, f"std_{m.name}")
+            if m.name not in acc:  # never observed in training: identity transform
+                mean.zero_()
+                std.fill_(1.0)
+                continue
+            count, mu, m2 = acc[m.name]
+            mean.copy_(mu.float())
+            sd = (m2 / count).sqrt().float()
             std.copy_(torch.where(sd > 1e-8, sd, torch.ones_like(sd)))
         return self
 

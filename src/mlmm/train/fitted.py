@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.utils.data
 from torch import Tensor, nn
 
 from ..data.arrays import arrays_to_dataset
@@ -46,6 +47,11 @@ def _check_present_finite(batch: Batch) -> None:
             row = int(bad.nonzero()[0, 0])
             raise ValueError(f"modality {name!r} holds NaN or inf in {int(bad.sum())} present rows (first row {row}); "
                              "mark those entries missing in the mask, fill them, or pass nonfinite='missing'")
+
+
+def _is_streamed_dataset(data) -> bool:
+    """A map-style torch Dataset that is not held in memory (e.g. ``mlmm.data.MemmapDataset``)."""
+    return isinstance(data, torch.utils.data.Dataset) and not isinstance(data, MultimodalDataset)
 
 
 class FittedModel(nn.Module):
@@ -185,15 +191,31 @@ class FittedModel(nn.Module):
             raise RuntimeError(
                 f"method {getattr(self.method, 'method_name', type(self.method).__name__)!r} has a calibrate step that "
                 "has not run: call FitSteps.finish() (or model.calibrate(validation_data)) before predicting")
-        batch = self._as_batch(data, validate, nonfinite, mask=mask)
         device = self._device()
         was_training = self.training
+        if _is_streamed_dataset(data):  # e.g. a MemmapDataset: read batch by batch, never whole
+            if mask is not None:
+                raise ValueError("mask= is not taken with a streamed dataset; give data.with_mask(mask)")
+            self.check_data(data)
+            from .streamed import data_loader
+
+            batches = (b if nonfinite == "error" else nonfinite_as_missing(b, self.spec)
+                       for b in data_loader(data, batch_size))
+            masks = []
+        else:
+            batch = self._as_batch(data, validate, nonfinite, mask=mask)
+            batches = (batch.select(slice(i, i + batch_size)) for i in range(0, batch.size, batch_size))
         self.eval()
         try:
-            outs = [self(batch.select(slice(i, i + batch_size)).to(device)).logits.cpu()
-                    for i in range(0, batch.size, batch_size)]
+            outs = []
+            for b in batches:
+                outs.append(self(b.to(device)).logits.cpu())
+                if _is_streamed_dataset(data):
+                    masks.append(b.mask)
         finally:
             self.train(was_training)
+        if _is_streamed_dataset(data):
+            batch = Batch({}, torch.cat(masks) if masks else torch.zeros(0, self.spec.n_modalities, dtype=torch.bool))
         logits = torch.cat(outs) if outs else torch.empty(0, self.spec.task.output_dim)
         bad = ~torch.isfinite(logits.reshape(logits.shape[0], logits[0].numel() if len(logits) else 0)).all(dim=1)
         if bad.any():

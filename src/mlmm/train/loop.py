@@ -34,6 +34,7 @@ from .steps import (  # noqa: F401  (re-exported)
     drop_modalities,
     effective_batch_size,
 )
+from .streamed import data_loader
 
 
 @contextlib.contextmanager
@@ -87,10 +88,14 @@ class Trainer:
     epoch's record, e.g. for a progress bar — the loop itself never prints.
     ``use_unseen_modalities``: a modality absent from every training row is treated as
     missing at prediction (warned) unless this is True (see ``FittedModel``).
+    ``streamed``: read the splits batch by batch through a DataLoader (``mlmm.train.streamed``);
+    None (default) does so for any dataset not held in memory (e.g. ``mlmm.data.MemmapDataset``).
     """
 
     def __init__(self, config: TrainConfig | None = None, device: str | torch.device = "cpu",
-                 on_epoch: Callable[[dict], None] | None = None, use_unseen_modalities: bool = False) -> None:
+                 on_epoch: Callable[[dict], None] | None = None, use_unseen_modalities: bool = False,
+                 streamed: bool | None = None) -> None:
+        self.streamed = streamed
         self.config = config or TrainConfig()
         self.use_unseen_modalities = use_unseen_modalities  # see FittedModel
         self.device = check_device(device)  # a bogus name or an absent GPU fails here, before any work
@@ -104,7 +109,8 @@ class Trainer:
         start = time.perf_counter()
         with seeded(seed):
             steps = FitSteps(method, train, val, config=self.config, device=self.device, seed=seed,
-                             use_unseen_modalities=self.use_unseen_modalities, on_epoch=self.on_epoch)
+                             use_unseen_modalities=self.use_unseen_modalities, on_epoch=self.on_epoch,
+                             streamed=self.streamed)
             result = FitResult(steps.model, history=steps.history, best_epoch=steps.best_epoch,
                                improved=steps.improved)
             for _ in steps.stages():
@@ -115,7 +121,13 @@ class Trainer:
 
     def _run_stage(self, steps: FitSteps, seed: int) -> None:
         """The epochs of the current stage over the standardised training split: rows shuffled
-        by ``steps.generator`` (sharded under torchrun), in batches of ``steps.batch_size``."""
+        by ``steps.generator`` (sharded under torchrun), in batches of ``steps.batch_size``; streamed:
+        the same order through a DataLoader over the raw split, standardised per batch."""
+        if steps.streamed:
+            for _ in steps.epochs():
+                for batch in data_loader(steps.train_data, steps.batch_size, sampler=steps.sampler()):
+                    steps.step(batch)
+            return
         train = steps.train_batch
         n, batch_size = train.size, steps.batch_size
         for epoch in steps.epochs():

@@ -50,6 +50,7 @@ from ..methods.base import MissingModalityModel, StageControl
 from . import distributed
 from .config import OPTIMIZERS, TrainConfig
 from .fitted import FittedModel
+from .streamed import is_streamed, needs_whole_split, stream_batches, streamed_validation, whole_split
 
 
 class FitNeverImproved(UserWarning):
@@ -179,34 +180,63 @@ class FitSteps:
 
     def __init__(self, method: MissingModalityModel, train: MultimodalDataset, val: MultimodalDataset | None = None,
                  config: TrainConfig | None = None, device: str | torch.device = "cpu", seed: int = 0,
-                 use_unseen_modalities: bool = False, on_epoch: Callable[[dict], None] | None = None) -> None:
+                 use_unseen_modalities: bool = False, on_epoch: Callable[[dict], None] | None = None,
+                 streamed: bool | None = None) -> None:
         check_trainable(method, train, val)
         self.config = config or TrainConfig()
         self.device = torch.device(device)
         self.method = method
         self.on_epoch = on_epoch
         self.seed = seed
-        standardizer = Standardizer(train.spec).fit(train.as_batch())
+        #: True: the splits stay where they are (e.g. memory-mapped, ``mlmm.data.memmap``) and are read
+        #: batch by batch (see ``mlmm.train.streamed``); None picks it for any dataset not held in memory.
+        self.streamed = is_streamed(train) if streamed is None else bool(streamed)
+        self.train_data, self.val_data = train, val
+        self.n_train = len(train)
+        self.has_val = val is not None
+        if self.streamed:
+            standardizer = Standardizer(train.spec).fit_batches(stream_batches(train))
+        else:
+            standardizer = Standardizer(train.spec).fit(train.as_batch())
         self.model = FittedModel(standardizer, method, use_unseen_modalities=use_unseen_modalities,
                                  class_names=getattr(train, "class_names", None)).to(self.device)
         self.model.seen_modalities.copy_(train.mask.any(dim=0))
-        with torch.no_grad():
-            #: The whole standardised training split on the device, each sample carrying its
-            #: row (``Batch.index``: methods with per-row state find it in O(1)).
-            self.train_batch = standardizer(train.as_batch().to(self.device))
-            self.train_batch = self.train_batch.with_index(torch.arange(self.train_batch.size, device=self.device))
-            #: The standardised validation split; model selection sees what prediction will
-            #: (unseen modalities hidden unless opted in).
-            self.val_batch = None
-            if val is not None:
-                val_raw = val.as_batch().to(self.device)
-                self.val_batch = standardizer(val_raw if use_unseen_modalities else self.model._hide_unseen(val_raw))
+        #: The whole standardised training split on the device, each sample carrying its row
+        #: (``Batch.index``: methods with per-row state find it in O(1)); None when streamed.
+        self.train_batch = None
+        #: The standardised validation split; model selection sees what prediction will (unseen
+        #: modalities hidden unless opted in). None when streamed (validated batch by batch).
+        self.val_batch = None
+        if not self.streamed:
+            with torch.no_grad():
+                self.train_batch = standardizer(train.as_batch().to(self.device))
+                self.train_batch = self.train_batch.with_index(torch.arange(self.train_batch.size, device=self.device))
+                if val is not None:
+                    self.val_batch = self._standardised_val(val.as_batch())
         self.generator = torch.Generator(device=self.device).manual_seed(distributed.rank_seed(seed))
         self.history: list[dict] = []
         self.best_epoch: dict[str, int] = {}
         self.improved: dict[str, bool] = {}
         self._stage: _Stage | None = None
-        method.prepare(self.train_batch, standardizer)
+        if self.streamed:
+            if distributed.is_distributed():
+                raise ValueError("streamed training (data not held in memory) does not run under torchrun yet")
+            if needs_whole_split(method, "prepare"):
+                # A declared limit: the method's prepare needs the whole standardised split at once.
+                whole = whole_split(train, method, "prepare")
+                with torch.no_grad():
+                    batch = standardizer(whole.to(self.device))
+                method.prepare(batch.with_index(torch.arange(batch.size, device=self.device)), standardizer)
+        else:
+            method.prepare(self.train_batch, standardizer)
+
+    def _standardised_val(self, raw: Batch) -> Batch:
+        """A raw validation batch on the device, unseen modalities hidden (unless opted in), standardised."""
+        with torch.no_grad():
+            raw = raw.to(self.device)
+            if not self.model.use_unseen_modalities:
+                raw = self.model._hide_unseen(raw)
+            return self.model.standardizer(raw)
 
     # ---------------------------------------------------------------- stages
 
@@ -225,7 +255,7 @@ class FitSteps:
         groups = optimiser_groups(method, control, self.config)
         best_state = copy.deepcopy(method.state_dict())
         # What "improved" is measured against (a fixed schedule selects nothing: not validated before)
-        start = self._validate(stage, epoch=0)[0] if self.val_batch is not None and control.epochs is None else None
+        start = self._validate(stage, epoch=0)[0] if self.has_val and control.epochs is None else None
         max_epochs = control.epochs if control.epochs is not None else self.config.max_epochs
         # Under torchrun: a DDP-wrapped forward (see distributed.py); the method itself otherwise.
         self._stage = _Stage(stage, control, groups, max_epochs, start, best_state, distributed.wrap(method))
@@ -234,12 +264,12 @@ class FitSteps:
         """Load the stage's best state (not for a fixed schedule: its last epoch is the model);
         warn when it never improved on its start. Returns the selected epoch."""
         st = self._require_stage("end_stage")
-        if self.val_batch is None:
+        if not self.has_val:
             st.best_epoch = st.epoch
         elif st.control.epochs is None:
             self.method.load_state_dict(st.best_state)
         self.best_epoch[st.name] = st.best_epoch
-        if self.val_batch is not None and st.start_score is not None:
+        if self.has_val and st.start_score is not None:
             self.improved[st.name] = st.best_score > st.start_score
             if not self.improved[st.name]:
                 warnings.warn(FitNeverImproved(
@@ -259,8 +289,10 @@ class FitSteps:
         """Batch size of the current stage: the whole training split for a full-batch stage,
         else ``effective_batch_size`` (per rank under torchrun)."""
         st = self._require_stage("batch_size")
-        n = self.train_batch.size
+        n = self.n_train
         if st.control.full_batch:
+            if self.streamed:
+                whole_split(self.train_data, self.method, "a full-batch stage")  # refuses beyond the limit
             return n
         size = effective_batch_size(n, self.config)
         return distributed.per_rank_batch_size(size) if distributed.is_distributed() else size
@@ -268,7 +300,7 @@ class FitSteps:
     def sampler(self) -> ShuffledRows:
         """A DataLoader sampler over the training rows giving ``Trainer``'s order (the rows are
         shuffled by ``self.generator``, which also draws modality dropout)."""
-        return ShuffledRows(self.train_batch.size, self.generator)
+        return ShuffledRows(self.n_train, self.generator)
 
     # ---------------------------------------------------------------- epochs
 
@@ -294,7 +326,7 @@ class FitSteps:
         True when the stage should stop (no improvement for ``patience`` epochs)."""
         st = self._require_stage("end_epoch")
         epoch, control = st.epoch, st.control
-        if self.val_batch is None or (control.epochs is not None and epoch < st.max_epochs):
+        if not self.has_val or (control.epochs is not None and epoch < st.max_epochs):
             # A fixed schedule selects nothing, so only its last epoch is validated (for the record).
             score, val_loss = math.nan, math.nan
         else:
@@ -304,7 +336,7 @@ class FitSteps:
         self.history.append(record)
         if self.on_epoch is not None:
             self.on_epoch(record)
-        if self.val_batch is None:
+        if not self.has_val:
             return False
         if control.epochs is not None:  # fixed schedule: the last epoch is the model
             st.best_score, st.best_epoch = score, epoch
@@ -373,10 +405,17 @@ class FitSteps:
         "accuracy", accuracy minus a tiny loss term as a tie-break (classification);
         otherwise minus the task loss (and always for regression). A non-finite validation
         loss raises ``TrainingDiverged``."""
-        method, val = self.method, self.val_batch
+        method = self.method
         method.eval()
-        output = method(val)
-        loss = float(method.task_loss(output.logits, val.target))
+        if self.streamed:
+            loss, accuracy = streamed_validation(self)
+        else:
+            val = self.val_batch
+            output = method(val)
+            loss = float(method.task_loss(output.logits, val.target))
+            accuracy = None
+            if method.spec.task.kind == "classification":
+                accuracy = float((output.logits.argmax(dim=1) == val.target).float().mean())
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"training diverged: validation loss is {loss} at epoch {epoch} of stage {stage!r}"
@@ -384,7 +423,6 @@ class FitSteps:
                    if epoch == 0 else "; try a lower lr or a smaller grad_clip (--lr, --grad-clip)"),
                 epoch=epoch, stage=stage, term="validation")
         if method.spec.task.kind == "classification" and self.config.select_on == "accuracy":
-            accuracy = float((output.logits.argmax(dim=1) == val.target).float().mean())
             return accuracy - 1e-3 * min(loss, 10.0), loss
         return -loss, loss
 
@@ -395,9 +433,13 @@ class FitSteps:
         if self._stage is not None:
             raise RuntimeError("finish() inside a stage: let the steps.stages() loop end first")
         self.method.eval()
-        if self.val_batch is not None:
+        if self.has_val:
             with torch.no_grad():
-                self.method.calibrate(self.val_batch)
+                val = self.val_batch
+                if val is None and needs_whole_split(self.method, "calibrate"):
+                    val = self._standardised_val(whole_split(self.val_data, self.method, "calibrate"))
+                if val is not None:
+                    self.method.calibrate(val)
             self.model.mark_calibrated()
         self.model.eval()
         return self.model
