@@ -17,6 +17,8 @@ complete-data check happens in ``FitSteps`` before Lightning starts.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 from typing import Any
 
@@ -34,6 +36,18 @@ try:
     import lightning as L
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("mlmm.train.lightning needs PyTorch Lightning: pip install 'mlmm[lightning]'") from err
+
+
+@contextlib.contextmanager
+def _quiet_lightning():
+    """Lightning logs INFO lines (GPU available, tips) at every Trainer; library code never prints."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class MLMMModule(L.LightningModule):
@@ -85,7 +99,7 @@ def fit_lightning(method: MissingModalityModel, train: MultimodalDataset, val: M
             loader = torch.utils.data.DataLoader(train, batch_size=steps.batch_size, sampler=steps.sampler(),
                                                  collate_fn=collate, generator=torch.Generator())
             trainer = L.Trainer(max_epochs=steps.max_epochs, **options)
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _quiet_lightning():
                 # Lightning's advice for its own loop (worker count, no optimiser: FitSteps has them).
                 warnings.filterwarnings("ignore", module=r"lightning\..*")
                 warnings.filterwarnings("ignore", message=r".*(num_workers|configure_optimizers|does not have many).*")
