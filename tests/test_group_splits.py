@@ -172,7 +172,7 @@ def test_loaders_take_group_ids(tmp_path) -> None:
 
     rng = np.random.default_rng(0)
     x, y, subject = rng.standard_normal((40, 3)), np.arange(40) % 2, np.repeat(["p1", "p2", "p3", "p4"], 10)
-    data = load_arrays({"a": x, "y": y, "groups": subject})
+    data = load_arrays({"a": x, "y": y, "groups": subject}, kinds={"a": "vector"})
     assert data.groups.tolist() == subject.tolist() and set(data.inputs) == {"a"}
     frame = pd.DataFrame({"a1": x[:, 0], "a2": x[:, 1], "y": y, "patient": subject})
     frame.to_csv(tmp_path / "t.csv", index=False)

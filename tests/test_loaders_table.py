@@ -11,6 +11,7 @@ import torch
 
 from mlmm.cli import main
 from mlmm.data.loaders import load_arrays, load_data_file, load_table
+from mlmm.data.loaders._build import KindInferredWarning
 from mlmm.data.registry import DATASETS
 
 
@@ -94,11 +95,14 @@ def test_npz_arrays_mask_and_errors(tmp_path):
     mask[4, 0] = False
     np.savez(tmp_path / "arr.npz", img=img, seq=seq, y=np.arange(10) % 2, mask=mask,
              split=np.array(["train"] * 8 + ["test"] * 2))
-    data = load_arrays(tmp_path / "arr.npz")
+    with pytest.warns(KindInferredWarning) as inferred:  # kinds inferred from the shapes, and said so
+        data = load_arrays(tmp_path / "arr.npz")
+    assert sorted(str(w.message).split("modality ")[1][:5] for w in inferred) == ["'img'", "'seq'"]
     assert [(m.name, m.kind) for m in data.spec.modalities] == [("img", "image"), ("seq", "sequence")]
     assert data.mask.tolist()[3] == [True, False] and data.mask.tolist()[4] == [False, True]
     assert len(data.splits["test"]) == 2
-    same = load_arrays({"img": img, "seq": seq, "y": np.arange(10) % 2, "avail_img": mask[:, 0]}, name="x")
+    same = load_arrays({"img": img, "seq": seq, "y": np.arange(10) % 2, "avail_img": mask[:, 0]}, name="x",
+                       kinds={"img": "image", "seq": "sequence"})
     assert not same.mask[4, 0] and not same.mask[3, 1]
     (tmp_path / "cut.npz").write_bytes((tmp_path / "arr.npz").read_bytes()[:300])
     with pytest.raises(ValueError, match="cut.npz"):

@@ -205,7 +205,8 @@ def load_arrays(arrays: Mapping[str, np.ndarray] | str | Path, label: str = "y",
         check_known(p)
         source = str(p)
         try:
-            with np.load(p, allow_pickle=False) as npz:
+            # Our own handle: numpy leaks the one it opens when the archive is not a valid zip.
+            with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
         except Exception as err:  # zipfile.BadZipFile, ValueError (pickled arrays), EOFError ...
             raise ValueError(f"{source}: cannot read as a NumPy .npz archive: {err}") from None
