@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from mlmm.cli import main
-from mlmm.data.loaders import load_arrays, load_data_file, load_table
-from mlmm.data.loaders._build import KindInferredWarning
+from mlmm.data.loaders import KindInferredWarning, load_arrays, load_data_file, load_table
 from mlmm.data.registry import DATASETS
 
 

@@ -250,8 +250,9 @@ def _run_folds(config: ExperimentConfig, data: MultimodalDataset, folds: list[st
                on_fit: Callable[[int, FitResult], None] | None = None) -> dict:
     """Every fold of a fold split (``logo``, ``group-kfold``) x every seed. The summary is ``summarise`` over
     all (fold, seed) records (mean ± std over folds and seeds), plus ``folds`` (each fold's split, held-out
-    groups and test rows under the first seed, metrics over seeds) and ``pooled`` (each metric averaged over the folds weighted
-    by their test rows: for accuracy exactly the accuracy over all held-out rows pooled), per seed and mean."""
+    groups and test rows under the first seed, metrics over seeds) and ``pooled`` (each metric averaged over the
+    folds weighted by their test rows: for accuracy exactly the accuracy over all held-out rows pooled), per seed
+    and mean."""
     from dataclasses import replace
 
     for fold in folds:

@@ -13,5 +13,5 @@ from .table import load_arrays, load_table
 from .ts import load_ts, read_ts
 from .user_data import load_data_file, register_data_file
 
-__all__ = ["KNOWN_SHA256", "KindInferredWarning", "UnknownFileVersionWarning", "check_known", "load_arrays", "load_avmnist",
-           "load_data_file", "load_mmsa", "load_table", "load_ts", "read_ts", "register_data_file"]
+__all__ = ["KNOWN_SHA256", "KindInferredWarning", "UnknownFileVersionWarning", "check_known", "load_arrays",
+           "load_avmnist", "load_data_file", "load_mmsa", "load_table", "load_ts", "read_ts", "register_data_file"]
