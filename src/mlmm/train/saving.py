@@ -301,7 +301,8 @@ def _build(manifest: dict, file: Path, encoders: Mapping[str, nn.Module] | None,
         cls = resolve_class(manifest["method_class"], MissingModalityModel, f"{file}: method_class")
     raw = {k: v for k, v in manifest["params"].items() if k not in overrides}
     if encoders:
-        if "encoders" not in inspect.signature(cls.__init__).parameters:
+        accepted = inspect.signature(cls.__init__).parameters
+        if "encoders" not in accepted and not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
             raise ModelFileError(f"{file}: method {manifest['method'] or cls.__name__!r} takes no encoders parameter")
         saved = raw.get("encoders")
         # Encoders the caller passes are never rebuilt from the manifest (their class may not be importable).
