@@ -43,7 +43,11 @@ RATELESS_PROTOCOLS = ("none", "fixed-subset", "per-modality", "asynchronous")
 class ExperimentConfig:
     """Everything that defines a run. ``protocol_params`` holds the protocol's own
     parameters besides the rate (e.g. ``{"subset": ["fou"]}``); ``train_rate`` /
-    ``test_rate`` override ``rate`` for training+validation / test."""
+    ``test_rate`` override ``rate`` for training+validation / test.
+
+    The one run configuration: ``mlmm run``, ``mlmm demo``, the diagnostics (``mlmm explain``,
+    ``recover``, ``uncertainty``: ``mlmm.diagnostics.fit_cell``) and every cell of a bench grid
+    (``mlmm.bench.Cell.config()``) build one of these."""
 
     dataset: str
     method: str

@@ -56,11 +56,11 @@ def add_parsers(sub) -> None:
 
 
 def _cell_config(args: argparse.Namespace, method: str, rate: float = 0.0):
-    from ..diagnostics.fitting import CellConfig
+    from ..experiment import ExperimentConfig
     from .common import parse_params, train_config
 
-    return CellConfig(dataset=args.dataset, method=method, rate=rate, protocol=args.protocol, split=args.split,
-                      train=train_config(args), device=args.device, method_params=parse_params(args.param))
+    return ExperimentConfig(dataset=args.dataset, method=method, rate=rate, protocol=args.protocol, split=args.split,
+                            train=train_config(args), device=args.device, method_params=parse_params(args.param))
 
 
 def _f(x: float, digits: int = 3) -> str:

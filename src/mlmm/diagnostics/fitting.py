@@ -8,13 +8,12 @@ for the same arguments.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, replace
 
 from ..data.base import MultimodalDataset
 from ..data.registry import load_dataset
 from ..experiment import ExperimentConfig, fit_seed, validate_config
-from ..train.loop import FitResult, FittedModel, TrainConfig
+from ..train.loop import FitResult, FittedModel
 
 
 @dataclass
@@ -30,27 +29,14 @@ class Cell:
     rate: float
 
 
-@dataclass(frozen=True)
-class CellConfig:
-    dataset: str
-    method: str
-    rate: float = 0.0
-    protocol: str = "entry"
-    split: str = "fixed"
-    train: TrainConfig = field(default_factory=TrainConfig)
-    device: str = "cpu"
-    method_params: dict[str, Any] = field(default_factory=dict)
-    protocol_params: dict[str, Any] = field(default_factory=dict)
-
-    def experiment(self, seed: int) -> ExperimentConfig:
-        return ExperimentConfig(dataset=self.dataset, method=self.method, protocol=self.protocol, rate=self.rate,
-                                split=self.split, seeds=(seed,), protocol_params=dict(self.protocol_params),
-                                method_params=dict(self.method_params), train=self.train, device=self.device)
+#: The diagnostics' former name for a run's configuration: there is one type, ``ExperimentConfig``.
+CellConfig = ExperimentConfig
 
 
-def fit_cell(config: CellConfig, seed: int) -> Cell:
-    """Split, mask (train/val/test from the scenario, as ``mlmm run``), train; the fitted cell."""
-    experiment = config.experiment(seed)
+def fit_cell(config: ExperimentConfig, seed: int) -> Cell:
+    """Split, mask (train/val/test from the scenario, as ``mlmm run``), train; the fitted cell.
+    ``config.seeds`` is ignored: the cell is trained under ``seed``."""
+    experiment = replace(config, seeds=(seed,))
     validate_config(experiment, load_dataset(config.dataset).spec)
     seed_fit = fit_seed(experiment, seed)
     return Cell(seed_fit.fit.model, seed_fit.test, seed_fit.test_masked, seed_fit.fit, seed, config.rate)

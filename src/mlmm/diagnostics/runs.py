@@ -10,9 +10,9 @@ import numpy as np
 
 from ..data.registry import load_dataset
 from ..errors import InvalidParameterError
-from ..experiment import check_seeds, validate_config
+from ..experiment import ExperimentConfig, check_seeds, validate_config
 from ..validation import Interval, check_value
-from .fitting import CellConfig, fit_cell
+from .fitting import fit_cell
 from .recovery import recovery_fidelity, recovery_reliance, verdict
 from .uncertainty import subset_uncertainty, uncertainty_report
 
@@ -27,7 +27,7 @@ def _mean_se(values: Sequence[float]) -> dict:
     return {"mean": float(a.mean()), "se": se, "n": int(len(a))}
 
 
-def _validate_all(base: CellConfig, seeds: Sequence[int], methods: Sequence[str] | None = None,
+def _validate_all(base: ExperimentConfig, seeds: Sequence[int], methods: Sequence[str] | None = None,
                   rates: Sequence[float] | None = None, **counts: tuple[int, int]) -> None:
     """Every option of a diagnostics run checked before the first fit: the seeds, each
     (method, rate) cell's config, and ``counts`` (name -> (value, minimum))."""
@@ -39,10 +39,10 @@ def _validate_all(base: CellConfig, seeds: Sequence[int], methods: Sequence[str]
     spec = load_dataset(base.dataset).spec
     for method in methods or [base.method]:
         for rate in rates if rates is not None else [base.rate]:
-            validate_config(replace(base, method=method, rate=rate).experiment(seeds[0]), spec)
+            validate_config(replace(base, method=method, rate=rate, seeds=(seeds[0],)), spec)
 
 
-def explain_runs(config: CellConfig, seeds: Sequence[int], target: str = "predicted", max_exact: int = 10,
+def explain_runs(config: ExperimentConfig, seeds: Sequence[int], target: str = "predicted", max_exact: int = 10,
                  n_permutations: int = 64, on_seed: Progress = None) -> dict:
     """Per seed: train the cell and explain its (protocol-masked) test split; mean φ and mean |φ|
     per modality averaged over seeds (SE over seeds), and the seeds' interaction tables."""
@@ -80,7 +80,7 @@ def _mean_ranked(per_seed: list[dict], list_key: str, name_key: str, value_key: 
                   key=lambda d: -abs(d[value_key]))
 
 
-def recover_runs(base: CellConfig, methods: Sequence[str], rates: Sequence[float], seeds: Sequence[int],
+def recover_runs(base: ExperimentConfig, methods: Sequence[str], rates: Sequence[float], seeds: Sequence[int],
                  on_cell: Progress = None) -> list[dict]:
     """One row per (method, rate): fidelity and reliance averaged over seeds, and the verdict; a cell
     that cannot be trained (e.g. a method needing complete training samples at a rate > 0) gives a
@@ -115,7 +115,7 @@ def recover_runs(base: CellConfig, methods: Sequence[str], rates: Sequence[float
     return rows
 
 
-def uncertainty_runs(base: CellConfig, rates: Sequence[float], seeds: Sequence[int], subsets: bool = True,
+def uncertainty_runs(base: ExperimentConfig, rates: Sequence[float], seeds: Sequence[int], subsets: bool = True,
                      n_bins: int = 15, on_cell: Progress = None) -> dict:
     """Per rate (train and test at that rate): accuracy, ECE, reliability curve (seed 0's),
     error-detection AUROC per uncertainty score, mean uncertainty by number of present
