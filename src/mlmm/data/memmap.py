@@ -17,6 +17,7 @@ Row subsets (``subset``, ``split``) and mask replacements (``with_mask``, which 
 from __future__ import annotations
 
 import json
+import mmap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -35,6 +36,12 @@ __all__ = ["MemmapDataset", "open_memmap_dataset", "save_memmap_dataset", "write
 #: the data batch by batch (``loader``). Whole-split steps (a method's ``prepare`` / ``calibrate``)
 #: go through ``as_batch`` and so share this limit.
 MATERIALISE_LIMIT_BYTES = 1 << 30
+
+#: After this many bytes read, the pages mapped so far are released from the process (madvise
+#: MADV_DONTNEED; they stay in the OS page cache). Pages of a file mapping touched by a read count in
+#: the process's resident memory until released, so without this an epoch over a 4 GiB file would
+#: leave 4 GiB resident although only one batch is in use.
+RELEASE_EVERY_BYTES = 64 << 20
 
 
 def _collate_any(items) -> Batch:
@@ -102,6 +109,14 @@ class MemmapDataset(torch.utils.data.Dataset):
         self.class_names = None if class_names is None else tuple(str(c) for c in class_names)
         self.splits = {k: np.asarray(v, dtype=np.int64) for k, v in (splits or {}).items()}
         self.reads = 0
+        self._unreleased = 0
+
+    def release_pages(self) -> None:
+        """Drop the mapped pages of every array from this process (they stay in the page cache, so
+        reading them again is cheap); arrays that are not memory-mapped are left alone."""
+        self._unreleased = 0
+        for a in self.arrays.values():
+            _release(a)
 
     # ------------------------------------------------------------ Dataset
 
@@ -153,6 +168,9 @@ class MemmapDataset(torch.utils.data.Dataset):
                                      f"in a present entry (row {row} of {m.name}.npy); mark it missing in mask.npy")
             inputs[m.name] = x
         self.reads += len(rows)
+        self._unreleased += sum(int(x.numel() * x.element_size()) for x in inputs.values())
+        if self._unreleased > RELEASE_EVERY_BYTES:
+            self.release_pages()
         target = None if self.target is None else self.target[torch.from_numpy(pos)]
         return Batch(inputs, mask, target, index=torch.from_numpy(pos))
 
@@ -209,6 +227,15 @@ class MemmapDataset(torch.utils.data.Dataset):
         batch = self.as_batch()
         return MultimodalDataset(self.spec, batch.inputs, self.target, batch.mask, splits=self.splits,
                                  class_names=self.class_names)
+
+
+def _release(a: np.ndarray) -> None:
+    """Flush a memory-mapped array and drop its pages from this process (no-op for other arrays)."""
+    handle = getattr(a, "_mmap", None)  # numpy.memmap keeps its mmap.mmap here
+    if handle is not None and hasattr(handle, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        if a.flags.writeable:
+            a.flush()
+        handle.madvise(mmap.MADV_DONTNEED)
 
 
 def _stored(kind: str, x: np.ndarray) -> Tensor:
@@ -279,6 +306,7 @@ def save_memmap_dataset(data: MultimodalDataset | MemmapDataset, folder: str | P
             else data.as_batch().select(slice(start, start + chunk_rows))
         for name, out in outs.items():
             out[start:start + batch.size] = batch.inputs[name].numpy()
+            _release(out)
     for out in outs.values():
         out.flush()
     np.save(folder / "mask.npy", data.mask.numpy())
@@ -321,6 +349,7 @@ def write_synthetic_memmap(folder: str | Path, n: int, n_modalities: int = 4, fe
             x = centres[j, y] + 2.0 * rng.standard_normal((stop - start, features), dtype=np.float32)
             x[~mask[start:stop, j]] = 0.0
             out[start:stop] = x
+            _release(out)  # written pages leave this process: memory stays bounded by the chunk
     for out in outs:
         out.flush()
     np.save(folder / "mask.npy", mask)
