@@ -167,3 +167,17 @@ def test_open_names_the_missing_file(tmp_path):
     (folder / "m1.npy").unlink()
     with pytest.raises(ValueError, match="m1.npy for modality 'm1'"):
         open_memmap_dataset(folder)
+
+
+def test_released_pages_read_back_the_same_values(pair, monkeypatch):
+    """Dropping mapped pages (bounded resident memory) must not change what is read afterwards."""
+    import mlmm.data.memmap as memmap
+
+    data, mm = pair
+    monkeypatch.setattr(memmap, "RELEASE_EVERY_BYTES", 1)  # release after every read
+    fresh = open_memmap_dataset(mm.source)
+    first = [b.inputs["m0"].clone() for b in fresh.loader(batch_size=50)]
+    assert fresh._unreleased == 0
+    again = torch.cat([b.inputs["m0"] for b in fresh.loader(batch_size=50)])
+    assert torch.equal(torch.cat(first), again)
+    assert torch.equal(again, data.as_batch().inputs["m0"])

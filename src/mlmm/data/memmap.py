@@ -37,11 +37,12 @@ __all__ = ["MemmapDataset", "open_memmap_dataset", "save_memmap_dataset", "write
 #: go through ``as_batch`` and so share this limit.
 MATERIALISE_LIMIT_BYTES = 1 << 30
 
-#: After this many bytes read, the pages mapped so far are released from the process (madvise
-#: MADV_DONTNEED; they stay in the OS page cache). Pages of a file mapping touched by a read count in
-#: the process's resident memory until released, so without this an epoch over a 4 GiB file would
-#: leave 4 GiB resident although only one batch is in use.
-RELEASE_EVERY_BYTES = 64 << 20
+#: After this many bytes of pages touched by reads (a row counts at least one page per file), the
+#: pages mapped so far are released from the process (madvise MADV_DONTNEED; they stay in the OS page
+#: cache). Pages of a file mapping touched by a read count in the process's resident memory until
+#: released, so without this an epoch over a 4 GiB file would leave 4 GiB resident although only one
+#: batch is in use.
+RELEASE_EVERY_BYTES = 32 << 20
 
 
 def _collate_any(items) -> Batch:
@@ -168,7 +169,9 @@ class MemmapDataset(torch.utils.data.Dataset):
                                      f"in a present entry (row {row} of {m.name}.npy); mark it missing in mask.npy")
             inputs[m.name] = x
         self.reads += len(rows)
-        self._unreleased += sum(int(x.numel() * x.element_size()) for x in inputs.values())
+        # A row read touches at least one page of each file: count pages, not bytes.
+        self._unreleased += len(rows) * sum(max(int(x[0].numel() * x.element_size()), mmap.PAGESIZE)
+                                            for x in inputs.values() if len(x))
         if self._unreleased > RELEASE_EVERY_BYTES:
             self.release_pages()
         target = None if self.target is None else self.target[torch.from_numpy(pos)]
