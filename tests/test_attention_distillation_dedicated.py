@@ -330,6 +330,56 @@ def test_pattern_oracle_routes_each_sample_to_its_own_patterns_model() -> None:
     assert torch.equal(changed, ids == target)
 
 
+def test_pattern_oracle_models_each_train_on_every_row_holding_their_modalities() -> None:
+    data = _data(n=90)
+    train, val = data.split("train"), data.split("test")
+    mask = torch.as_tensor(entry_rate_mask(len(train), 3, 0.4, np.random.default_rng(0)))
+    train = train.with_mask(mask & train.mask)
+    method = build_method("pattern-oracle", data.spec, 0)
+    seen = torch.zeros(len(method.models), dtype=torch.long)
+
+    def count(module, args, output):
+        if module.training:
+            seen.add_(output.aux["rows_per_model"])
+
+    method.register_forward_hook(count)
+    # High loop dropout: it must not apply to this method (it would hide rows from the models).
+    fit = Trainer(TrainConfig(max_epochs=3, patience=5, modality_dropout=0.9)).fit(method, train, val, seed=0)
+    epochs = len(fit.history)
+    for k, model in enumerate(method.models):
+        holding = int(mask[:, list(model.members)].all(dim=1).sum())  # rows that hold pattern k's views
+        assert int(seen[k]) == epochs * holding, (model.names, int(seen[k]), epochs * holding)
+
+
+def test_pattern_oracle_loss_is_the_sum_of_each_models_own_mean_loss() -> None:
+    data = _data(n=40)
+    batch = _masked(data.as_batch(), rate=0.3)
+    method = build_method("pattern-oracle", data.spec, 0, dropout=0.0).train()
+    out = method(batch)
+    expected = sum(
+        torch.nn.functional.cross_entropy(model([batch.inputs[n][rows] for n in model.names]), batch.target[rows])
+        for model in method.models
+        for rows in [batch.mask[:, list(model.members)].all(dim=1)] if rows.any())
+    torch.testing.assert_close(method.loss(batch, out)["task"], expected)
+
+
+@pytest.mark.parametrize("name", ["teacher-student", "mean-teacher"])
+def test_the_teacher_sees_every_present_modality_in_every_stage(name: str) -> None:
+    data = _data(n=60)
+    train, val = data.split("train"), data.split("test")
+    method = build_method(name, data.spec, 0)
+    teacher_masks, student_masks = [], []
+    method.teacher.register_forward_pre_hook(lambda m, args: teacher_masks.append(args[0].mask.clone())
+                                             if method.training else None)
+    method.student.register_forward_pre_hook(lambda m, args: student_masks.append(args[0].mask.clone())
+                                             if method.training else None)
+    # The loop would drop 90% of entries: the teacher must never see that.
+    Trainer(TrainConfig(max_epochs=2, patience=5, modality_dropout=0.9)).fit(method, train, val, seed=0)
+    assert teacher_masks, "the teacher never ran in training"
+    assert all(bool(m.all()) for m in teacher_masks), "the teacher was handed a dropped modality"
+    assert any(not bool(m.all()) for m in student_masks), "the student never lost a modality"
+
+
 def test_pattern_oracle_refuses_too_many_patterns_with_a_clear_error() -> None:
     spec = DatasetSpec(name="wide", modalities=tuple(ModalitySpec(f"m{j}", "vector", (2,)) for j in range(7)),
                        task=TaskSpec("classification", n_classes=2))

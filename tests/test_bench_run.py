@@ -34,6 +34,7 @@ published:
     protocol: entry
     values: [{rate: 0.3, mean: 50.0, std: 1.0}]
     ours: masked-mean
+    note: their features were scaled differently
 """
 
 
@@ -143,6 +144,7 @@ def test_reproduce_prints_ours_beside_the_published_figures(capsys, tmp_path) ->
     # The paper's own method (as mlmm implements it) is marked and compared on its own line.
     assert "masked-mean (= SomePaper)" in out
     assert "paper's own method SomePaper: mlmm masked-mean" in out
+    assert "note (SomePaper): their features were scaled differently" in out
     code = main(["reproduce", str(spec), "--db", str(db), "--workers", "1", "--set", "seeds=[0]",
                  "--set", "scenarios.0.rates=[0.3]", "--json"])
     payload = json.loads(capsys.readouterr().out)

@@ -99,8 +99,8 @@ def test_config_hash_ignores_the_device_and_labels_but_not_parameters() -> None:
 
 
 @pytest.mark.parametrize("name, cells, fast", [
-    ("handwritten_cpm", 4 * 6 * 10, 4 * 3 * 3),
-    ("handwritten_tmc", 4 * 1 * 5, 4 * 1 * 2),
+    ("handwritten_cpm", 6 * 6 * 10, 6 * 3 * 3),
+    ("handwritten_tmc", 5 * 1 * 5, 5 * 1 * 2),
     ("handwritten_sample_rate", 4 * 6 * 5, 4 * 3 * 2),
     ("basicmotions_subsets", 4 * (1 + 3) * 5, 4 * 4 * 2),
 ])
@@ -116,5 +116,11 @@ def test_cpm_spec_carries_the_published_figures() -> None:
     s = parse_spec(packaged_specs()["handwritten_cpm"], "handwritten_cpm")
     figures = {p.method: {v.rate: v.mean for v in p.values} for p in s.published}
     assert figures["CPM-Nets"][0.5] == 91.0
+    # The paper's own method runs, and is the row compared with the paper's figure.
+    keys = [m.key for m in s.methods]
+    assert {"cpm-nets", "cpm-nets-paper-norm"} <= set(keys)
+    assert next(p for p in s.published if p.method == "CPM-Nets").ours == "cpm-nets"
+    tmc = parse_spec(packaged_specs()["handwritten_tmc"], "handwritten_tmc")
+    assert next(p for p in tmc.published if p.method == "TMC").ours == "tmc"
     assert figures["FeatConcat (class-mean imputation)"][0.5] == 87.9
     assert s.split == "random" and s.seeds == list(range(10))

@@ -164,6 +164,20 @@ def test_tmc_kl_weight_anneals_with_optimiser_steps_only() -> None:
     assert int(method.train_steps) == 6  # evaluation never counts
 
 
+def test_tmc_loss_weights_each_present_view_like_the_fused_term() -> None:
+    # The official weights: per sample, Σ over its (present) views of the view loss, plus the
+    # fused loss, each view with weight 1 (M : 1 on complete data), averaged over samples.
+    method, batch = _prepared("tmc", _data(), anneal_steps=4)
+    batch = batch.with_mask(_all_masks(batch.size, 3))
+    with torch.no_grad():
+        out = method(batch)
+        terms = method.loss(batch, out)
+        weight = method.kl_weight()
+        per_view = [evidential_loss(out.aux["evidence"][b, j:j + 1] + 1.0, batch.target[b:b + 1], weight)
+                    for b in range(batch.size) for j in range(3) if batch.mask[b, j]]
+    torch.testing.assert_close(terms["members"], torch.stack(per_view).sum() / batch.size)
+
+
 # ------------------------------------------------------------------ DynMM
 
 

@@ -18,7 +18,7 @@ from mlmm.data.datasets import make_synthetic
 from mlmm.data.preprocess import Standardizer
 from mlmm.methods import METHODS
 from mlmm.missing.functional import entry_rate_mask
-from mlmm.train.loop import TrainConfig, Trainer, build_method, drop_modalities, seeded
+from mlmm.train.loop import TrainConfig, Trainer, build_method, seeded
 
 NAMES = ("masked-modality-ae", "mmin", "cpm-nets")
 FAST = TrainConfig(max_epochs=10, batch_size=32, patience=10)
@@ -157,20 +157,29 @@ def test_mmin_imagination_moves_towards_the_teacher() -> None:
             assert err < 0.5 * float(target[:, part].pow(2).mean()), j  # the zero fill of h there
 
 
-def test_mmin_finds_complete_training_rows_under_modality_dropout() -> None:
-    data = _data(n=120)
-    _, _, standardizer, train_batch, test_batch = _batches(data)
+def test_mmin_teacher_sees_complete_rows_and_student_never_the_full_pattern() -> None:
+    data = _data(n=90)
+    train, test = data.split("train"), data.split("test")
     method = build_method("mmin", data.spec, 0)
-    method.prepare(train_batch, standardizer)
-    dropped = train_batch.with_mask(drop_modalities(train_batch.mask, 0.5, torch.Generator().manual_seed(0)))
-    perm = torch.randperm(dropped.size, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(method.find_rows(dropped.select(perm)), perm)
-    assert (method.find_rows(test_batch) == -1).all()
-    method.train()
-    target, complete = method.teacher_embedding(dropped)
-    reference, _ = method.teacher_embedding(train_batch)
-    assert complete.all()
-    torch.testing.assert_close(target, reference)
+    teacher_masks, student_masks = [], []
+    joint = method._joint
+
+    def spy(encoders, batch, mask):  # record what each net is fed in training
+        if method.training:
+            (teacher_masks if encoders is method.teacher else student_masks).append(mask.clone())
+        return joint(encoders, batch, mask)
+
+    method._joint = spy
+    config = TrainConfig(max_epochs=2, batch_size=16, patience=5, modality_dropout=0.9)
+    Trainer(config).fit(method, train, test, seed=0)
+    assert teacher_masks and student_masks
+    # The teacher (its own stage and the imagination target) always sees every modality ...
+    assert all(bool(m.all()) for m in teacher_masks), "the teacher saw a dropped modality"
+    # ... and the student only MMIN's partial patterns, never the full one.
+    assert not any(bool(m.all(dim=1).any()) for m in student_masks), "the student trained on the full pattern"
+    # Nothing sized by the training set is kept: the checkpoint holds no training rows.
+    other = build_method("mmin", data.spec, 0)
+    assert {k: v.shape for k, v in method.state_dict().items()} == {k: v.shape for k, v in other.state_dict().items()}
 
 
 def test_mmin_refused_on_incomplete_training_data() -> None:
@@ -204,40 +213,71 @@ def test_mmin_recover_and_plain_fill() -> None:
 # ---------------------------------------------------------------- cpm-nets
 
 
+def test_cpm_nets_declares_the_official_schedule() -> None:
+    data = _data(n=30)
+    method = build_method("cpm-nets", data.spec, 0)
+    control = method.training_control("main")
+    assert control.full_batch and control.epochs == 30 and control.modality_dropout == "off"
+    assert control.groups == (("decoders.", 5), ("latents", 5)) and control.lr == 0.01
+    # The test-time fit takes as many steps as a training latent gets, at the same rate.
+    assert method.fit_steps == 30 * 5 and method.fit_lr == 0.01
+
+
 def test_cpm_nets_test_time_fit_lowers_error_and_classifies_with_missing_modalities() -> None:
     data = _data()
     n_train = len(data.split("train"))
     train_mask = torch.as_tensor(entry_rate_mask(n_train, 3, 0.4, np.random.default_rng(0)))
     train, test, standardizer, train_batch, test_batch = _batches(data, train_mask)
-    method = build_method("cpm-nets", data.spec, 0, fit_steps=25, fit_lr=1.0)
-    Trainer(TrainConfig(max_epochs=12, batch_size=32, patience=12)).fit(method, train, test, seed=0)
+    method = build_method("cpm-nets", data.spec, 0, epochs=20)
+    Trainer().fit(method, train, test, seed=0)
     method.eval()
     query = test_batch.with_mask(torch.as_tensor(entry_rate_mask(test_batch.size, 3, 0.4,
                                                                  np.random.default_rng(1))))
     targets = method._targets(query)
     with torch.no_grad():
         start = method.reconstruction_error(method.fit_latents(query, steps=0), targets, query.mask).mean()
-        fitted = method.reconstruction_error(method.fit_latents(query), targets, query.mask).mean()
+        fitted_h = method.fit_latents(query)
+        fitted = method.reconstruction_error(fitted_h, targets, query.mask).mean()
         accuracy = float((method(query).logits.argmax(dim=1) == query.target).float().mean())
     assert float(fitted) < 0.6 * float(start), (float(start), float(fitted))
     assert accuracy > 1 / 3 + 0.25, accuracy
+    # Consistency: test latents land where training latents are (same start, objective, steps).
+    ratio = float(fitted_h.norm(dim=1).mean() / method.latents.detach().norm(dim=1).mean())
+    assert 0.5 < ratio < 2.0, ratio
 
 
-def test_cpm_nets_training_latents_found_by_row() -> None:
+def test_cpm_nets_training_latents_found_by_index_even_for_duplicate_rows() -> None:
     data = _data(n=80)
     n_train = len(data.split("train"))
     train_mask = torch.as_tensor(entry_rate_mask(n_train, 3, 0.4, np.random.default_rng(0)))
     _, _, standardizer, train_batch, test_batch = _batches(data, train_mask)
+    # Row 1 becomes an exact copy of row 0 (values and mask): looking rows up by value would
+    # send both to one latent; by index each keeps its own.
+    twin = train_batch.select(torch.tensor([0, 0] + list(range(2, train_batch.size))))
+    twin = twin.with_index(torch.arange(twin.size))
     method = build_method("cpm-nets", data.spec, 0)
-    method.prepare(train_batch, standardizer)
-    assert method.latents.shape == (train_batch.size, 64)
+    method.prepare(twin, standardizer)
+    with torch.no_grad():
+        method.latents.copy_(torch.randn(method.latents.shape, generator=torch.Generator().manual_seed(0)))
+    assert method.latents.shape == (twin.size, 64)
     method.train()
-    dropped = train_batch.with_mask(drop_modalities(train_batch.mask, 0.3, torch.Generator().manual_seed(0)))
-    rows = torch.arange(10, 30)
-    out = method(dropped.select(rows))
-    assert out.aux["found"].all()
-    torch.testing.assert_close(out.aux["h"], method.training_latents()[rows])
-    out = method(test_batch)  # not training rows: fitted latents, no loss
-    assert not out.aux["found"].any()
+    rows = torch.tensor([1, 0, 7, 1])
+    out = method(twin.select(rows))
+    torch.testing.assert_close(out.aux["h"], method.latents[rows])
+    assert not torch.equal(out.aux["h"][0], out.aux["h"][1])
+    out = method(test_batch)  # no training index: fitted latents, no loss
+    assert "h" not in out.aux
     terms = method.loss(test_batch, out)
     assert float(terms["reconstruction"].detach()) == 0.0 and float(terms["hinge"].detach()) == 0.0
+
+
+def test_cpm_nets_paper_normalisation_is_one_scalar_pair_per_view() -> None:
+    data = _data(n=80)
+    _, _, standardizer, train_batch, _ = _batches(data)
+    method = build_method("cpm-nets", data.spec, 0, normalisation="paper")
+    method.prepare(train_batch, standardizer)
+    raw = data.split("train").as_batch()
+    for name, x in zip(data.spec.modality_names, method._targets(train_batch)):
+        r = raw.inputs[name]
+        expected = (r - r.mean()) / (r.max() - r.min())
+        torch.testing.assert_close(x, expected.flatten(1), atol=1e-5, rtol=1e-4)

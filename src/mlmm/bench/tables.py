@@ -101,6 +101,7 @@ def comparison_table(spec: BenchSpec, summaries: Sequence[dict], markdown: bool 
             rows.append([pub["method"], pub["source"]] + [pub["values"].get(sc, "") for sc in scenarios])
         lines = [f"{dataset}: accuracy % — ours beside the published figures (~ = read off a figure)",
                  format_table(header, rows, markdown=markdown)]
+        lines += [f"  note ({pub['method']}): {pub['note']}" for pub in published if pub.get("note")]
         for pub in published:
             if not pub.get("ours") or pub["metric"] != "accuracy":
                 continue

@@ -192,8 +192,13 @@ class _Setup:
         # data-dependent buffer that is not saved shows up in the round-trip check.
         self.standardizer = Standardizer(spec).fit(_split(data, "train").as_batch())
         with torch.no_grad():
+            # As the training loop hands it over: standardised, each row carrying its index.
             self.train = self.standardizer(self.train_data.as_batch())
+            self.train = self.train.with_index(torch.arange(self.train.size))
             self.full = self.standardizer(data.as_batch())
+            # The same training rows with every modality present (what a training step sees
+            # of a complete row), for the checks that need training rows in training mode.
+            self.full_train = self.standardizer(_split(data, "train").as_batch()).with_index(self.train.index)
         with seeded(seed):
             self.method.prepare(self.train, self.standardizer)
         self.method.eval()
@@ -512,7 +517,8 @@ def check_seed_determinism(name: str, data: MultimodalDataset, params: Mapping[s
 @_check()
 def check_gradients_reach_parameters(name: str, data: MultimodalDataset,
                                      params: Mapping[str, object] | None = None) -> None:
-    """On a full-modality batch (after ``prepare``), the summed loss of each training stage
+    """On a full-modality batch of the training rows (after ``prepare``, carrying their row
+    index as the loop's batches do), the summed loss of each training stage
     gives every parameter with ``requires_grad`` a non-None, finite gradient, non-zero in at
     least one stage. Frozen parameters (``requires_grad=False``) are exempt."""
     where = _where(name, data, "gradients_reach_parameters")
@@ -521,7 +527,7 @@ def check_gradients_reach_parameters(name: str, data: MultimodalDataset,
     trainable: set[str] = set()
     for stage in s.method.stages():
         s.method.set_stage(stage)
-        _, _, grads = _gradients(s.method, s.full, where, f"stage {stage!r}", train=True)
+        _, _, grads = _gradients(s.method, s.full_train, where, f"stage {stage!r}", train=True)
         trainable.update(grads)
         reached.update(n for n, g in grads.items() if g is not None and bool(g.abs().sum() > 0))
     missed = sorted(trainable - reached)

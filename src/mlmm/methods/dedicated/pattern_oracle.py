@@ -7,11 +7,11 @@ from torch import Tensor, nn
 
 from ...components.encoders import build_encoder
 from ...components.heads import mlp_head
-from ...components.subpatterns import pattern_ids, resample_rows
+from ...components.subpatterns import pattern_ids
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ...missing.functional import all_subsets
-from ..base import MethodInfo, MissingModalityModel, Output, mask_column
+from ..base import MethodInfo, MissingModalityModel, Output, StageControl
 from ..registry import register_method
 
 
@@ -44,10 +44,17 @@ class PatternOracle(MissingModalityModel):
     No parameter is shared between patterns: the "oracle" reference of dedicated training
     (what a model specialised to each pattern reaches, at 2^M − 1 times the parameters).
 
-    Training samples sub-patterns: with probability ``subpattern_prob`` a sample's mask a
-    (after the loop's modality dropout) is replaced by a uniformly random non-empty subset
-    of a, and the sample trains that pattern's model; so every pattern's model trains on
-    all samples that hold its modalities, even with complete training data.
+    Training: every model f_c trains on *every* training row that holds all the modalities
+    of c (R_c = {b : c ⊆ a_b}), in every step:
+
+        L = Σ_c mean_{b ∈ R_c} task(f_c(x_b), y_b)
+
+    The sum gives each model the gradient of its own mean loss (no parameter is shared, and
+    Adam's update is per parameter), so the models train as if alone. The loop's modality
+    dropout is off (``training_control``): dropping entries would only hide rows from the
+    models that could use them. The models share one early stop (the loop's, on the routed
+    validation loss) and the loop's gradient-norm clipping is off (a global norm over all
+    models would couple their steps).
 
     Large M: 2^M − 1 models. Above ``max_patterns`` (63 by default, M <= 6) the
     constructor refuses with a ``ValueError`` rather than silently building thousands of
@@ -67,11 +74,11 @@ class PatternOracle(MissingModalityModel):
         needs_complete_train=False,
         paper="Per-pattern independent models, the oracle reference of dedicated training (survey Sec. 4.2.1)",
         summary="one independent model per availability pattern (own encoders + head), each sample routed "
-                "to its pattern's model; trained on sampled sub-patterns",
+                "to its pattern's model; each model trains on every training row holding its modalities",
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 64, hidden: int | None = 128, dropout: float = 0.5,
-                 subpattern_prob: float = 0.5, max_patterns: int = 63) -> None:
+                 max_patterns: int = 63) -> None:
         super().__init__(spec)
         n_all = 2 ** spec.n_modalities - 1
         if n_all > max_patterns:
@@ -80,9 +87,6 @@ class PatternOracle(MissingModalityModel):
                 f"{n_all} patterns, more than max_patterns={max_patterns}; raise max_patterns or use "
                 "pattern-adapters (a shared backbone with adapters for the seen patterns)"
             )
-        if not 0.0 <= subpattern_prob <= 1.0:
-            raise ValueError(f"subpattern_prob must be in [0, 1], got {subpattern_prob}")
-        self.subpattern_prob = float(subpattern_prob)
         subsets = all_subsets(spec.n_modalities)
         # models[k] serves the pattern whose id (Σ 2^m) is slot_ids[k]
         self.models = nn.ModuleList(PatternModel(spec, tuple(c), embed_dim, hidden, dropout) for c in subsets)
@@ -90,21 +94,38 @@ class PatternOracle(MissingModalityModel):
             [torch.zeros(spec.n_modalities, dtype=torch.bool).index_fill(0, torch.tensor(c), True) for c in subsets]
         )), persistent=False)
 
+    def training_control(self, stage: str) -> StageControl:
+        return StageControl(modality_dropout="off", grad_clip=False)
+
     def forward(self, batch: Batch) -> Output:
+        """Eval: each sample through its own pattern's model. Training: also every model c through
+        all rows holding c; aux "pattern_loss" (Σ_c mean task loss over R_c, when the batch has
+        targets) and "rows_per_model" ((2^M − 1,) long, |R_c| in this batch)."""
         mask = batch.mask
-        if self.training and self.subpattern_prob > 0:
-            mask = resample_rows(mask, self.subpattern_prob)
         ids = pattern_ids(mask)
         logits = torch.zeros(mask.shape[0], self.spec.task.output_dim, device=mask.device,
                              dtype=next(self.parameters()).dtype)
+        pattern_loss = logits.new_zeros(())
+        rows_per_model = torch.zeros(len(self.models), dtype=torch.long, device=mask.device)
         for k, model in enumerate(self.models):
-            rows = torch.nonzero(ids == self.slot_id[k]).flatten()
+            if self.training:
+                rows = torch.nonzero(mask[:, list(model.members)].all(dim=1)).flatten()  # R_c
+            else:
+                rows = torch.nonzero(ids == self.slot_id[k]).flatten()  # the samples of pattern c
             if rows.numel() == 0:
                 continue
-            inputs = []
-            for j, name in zip(model.members, model.names):
-                x = batch.inputs[name].index_select(0, rows)
-                keep = mask_column(mask.index_select(0, rows), j, x.dim())  # all True: c(a) holds j
-                inputs.append(torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device)))
-            logits = logits.index_copy(0, rows, model(inputs))
-        return Output(logits)
+            # Every member of c is present in these rows, so only present values are read.
+            out = model([batch.inputs[name].index_select(0, rows) for name in model.names])
+            own = ids.index_select(0, rows) == self.slot_id[k]
+            logits = logits.index_copy(0, rows[own], out[own])
+            if self.training:
+                rows_per_model[k] = rows.numel()
+                if batch.target is not None:
+                    pattern_loss = pattern_loss + self.task_loss(out, batch.target.index_select(0, rows))
+        aux = {"pattern_loss": pattern_loss, "rows_per_model": rows_per_model} if self.training else {}
+        return Output(logits, aux=aux)
+
+    def loss(self, batch: Batch, output: Output) -> dict[str, Tensor]:
+        if "pattern_loss" in output.aux:
+            return {"task": output.aux["pattern_loss"]}
+        return super().loss(batch, output)

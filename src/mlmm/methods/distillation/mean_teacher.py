@@ -11,7 +11,7 @@ from ...components.fusion_net import MaskedMeanNet
 from ...components.subpatterns import drop_present
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, MissingModalityModel, Output
+from ..base import MethodInfo, MissingModalityModel, Output, StageControl
 from ..registry import register_method
 
 
@@ -32,7 +32,8 @@ class MeanTeacher(MissingModalityModel):
     θ_T ← d θ_T + (1 − d) θ with d = ``decay`` (``torch.optim.swa_utils.AveragedModel``;
     its first update copies θ). Predictions come from the teacher (``predict_with``,
     default "teacher") or the student, on the batch's own mask. Works with incomplete
-    training data: the teacher only ever sees what is present.
+    training data: the teacher only ever sees what is present, and all of it: the loop's
+    modality dropout is off (``training_control``), the student's drop is the method's own.
 
     Paper: Tarvainen & Valpola, "Mean teachers are better role models" (NeurIPS 2017),
     as self-distillation across modality subsets; survey Sec. 3.2.1.
@@ -73,6 +74,10 @@ class MeanTeacher(MissingModalityModel):
         super().train(mode)
         self.ema.eval()  # the teacher never uses dropout
         return self
+
+    def training_control(self, stage: str) -> StageControl:
+        # The EMA teacher sees every present modality; only the student's input is dropped (in forward).
+        return StageControl(modality_dropout="off")
 
     def after_step(self) -> None:
         self.ema.update_parameters(self.student)

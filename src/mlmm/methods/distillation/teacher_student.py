@@ -11,7 +11,7 @@ from ...components.fusion_net import MaskedMeanNet
 from ...components.subpatterns import drop_present
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, MissingModalityModel, Output
+from ..base import MethodInfo, MissingModalityModel, Output, StageControl
 from ..registry import register_method
 
 
@@ -23,13 +23,14 @@ class TeacherStudent(MissingModalityModel):
     Both nets are masked-mean fusion nets (per-modality encoders, mean of present
     embeddings h (B, D), MLP head -> logits (B, C)).
 
-    - stage "teacher": the teacher alone, task loss on the training masks (the loop's
-      modality dropout still applies).
-    - stage "student" (teacher frozen, in eval mode): the teacher sees the batch's mask
-      a, the student a' ⊆ a (each present modality dropped with ``student_drop``, one kept):
+    - stage "teacher": the teacher alone, task loss on the complete training rows.
+    - stage "student" (teacher frozen, in eval mode): the teacher sees the complete row a,
+      the student a' ⊆ a (each present modality dropped with ``student_drop``, one kept):
 
         L = task(S(a')) + λ τ² KL(p_T^τ(a) ‖ p_S^τ(a')) + μ ‖h_S(a') − sg(h_T(a))‖²
 
+    The loop's modality dropout is off in both stages (``training_control``): it would hand
+    the "full-modality" teacher incomplete rows; the student's drop is the method's own.
     Predictions (and validation) come from the student, on the batch's own mask; in the
     teacher stage, from the teacher. **Needs complete training samples**
     (``needs_complete_train``: the loop refuses incomplete training data).
@@ -70,6 +71,10 @@ class TeacherStudent(MissingModalityModel):
 
     def stages(self) -> tuple[str, ...]:
         return self.STAGES
+
+    def training_control(self, stage: str) -> StageControl:
+        # The teacher must see complete inputs in both stages; the student's drop is drawn in forward.
+        return StageControl(modality_dropout="off")
 
     def set_stage(self, stage: str) -> None:
         if stage not in self.STAGES:

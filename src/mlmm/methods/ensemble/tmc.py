@@ -37,8 +37,11 @@ class TrustedMultiviewClassification(MissingModalityModel):
     ``aux["uncertainty"]`` (B,) is u; it grows as modalities go missing.
 
     Loss: for every present (sample, modality) and for the fused α,
-    ψ(S) - ψ(α_y) + λ_t KL(Dir(α̃) ‖ Dir(1)) with α̃ = y + (1 - y) α; the per-modality
-    terms are averaged over present entries, the fused term over samples. λ_t =
+    ψ(S) - ψ(α_y) + λ_t KL(Dir(α̃) ‖ Dir(1)) with α̃ = y + (1 - y) α; as in the official
+    code, a sample's per-modality terms are summed over its present modalities (weight 1
+    each beside the fused term, so M : 1 on complete data), and both are averaged over
+    samples. Schedule: the loop's (AdamW, early stopping on the validation loss), not the
+    official 500 epochs of Adam at lr 3e-4 (disclosed adaptation). λ_t =
     min(1, t / ``anneal_steps``), t the number of optimisation steps seen so far
     (the paper anneals over 50 of 500 epochs). t lives in the ``train_steps`` buffer
     and counts training-mode forwards that follow a parameter update (an optimiser
@@ -56,7 +59,8 @@ class TrustedMultiviewClassification(MissingModalityModel):
         needs_complete_train=False,
         paper="Han et al., Trusted Multi-View Classification, ICLR 2021 (TPAMI 2022 extension)",
         summary="per-modality Dirichlet evidence (softplus), reduced Dempster-Shafer fusion over present "
-                "modalities, digamma expected-CE + annealed KL; per-sample uncertainty u = K/S",
+                "modalities, digamma expected-CE + annealed KL for each present view and the fusion (official "
+                "weights, 1 each); per-sample uncertainty u = K/S; adaptation: mlmm's loop schedule",
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
@@ -104,8 +108,9 @@ class TrustedMultiviewClassification(MissingModalityModel):
         b, m, k = evidence.shape
         per_entry = evidential_loss((evidence + 1.0).reshape(b * m, k), batch.target.repeat_interleave(m),
                                     weight).reshape(b, m)
-        present = batch.mask.to(per_entry.dtype)
-        members = (torch.where(batch.mask, per_entry, torch.zeros((), dtype=per_entry.dtype, device=per_entry.device))
-                   .sum() / present.sum().clamp_min(1.0))
+        # As the official code: the per-view losses are summed over a sample's (present) views,
+        # weight 1 each beside the fused term, then averaged over samples.
+        members = torch.where(batch.mask, per_entry, torch.zeros((), dtype=per_entry.dtype,
+                                                                  device=per_entry.device)).sum(dim=1).mean()
         fused = evidential_loss(alpha, batch.target, weight).mean()
         return {"fused": fused, "members": members}

@@ -8,18 +8,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...components.row_lookup import TrainingRowLookup, resize_to_saved
+from ...components.row_lookup import resize_to_saved
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, MissingModalityModel, Output, mask_column
+from ..base import MethodInfo, MissingModalityModel, Output, StageControl, mask_column
 from ..registry import register_method
 
-_DATA_SIZED = ("latents", "latent_class", "row_fp", "row_mask")
+_DATA_SIZED = ("latents", "latent_class")
+NORMALISATIONS = ("standardize", "paper")
 
 
 @register_method("cpm-nets")
-class CrossPartialMultiViewNets(TrainingRowLookup, MissingModalityModel):
+class CrossPartialMultiViewNets(MissingModalityModel):
     """CPM-Nets: a free latent per sample, decoders to every modality, class-structured latents.
 
     Paper: Zhang, Han, Fu, Zhou, Hu & Zhou, "CPM-Nets: Cross Partial Multi-View Networks",
@@ -27,40 +28,48 @@ class CrossPartialMultiViewNets(TrainingRowLookup, MissingModalityModel):
 
     Shapes: B batch, N training rows, K = ``latent_dim``, C classes, d_m = numel of modality m.
 
-        h_n = s · H[n]         training latent of row n (a free parameter, s = ``latent_scale``) (N, K)
-        r(h, n) = Σ_m a_nm · mean_d (g_m(h) − x_nm)²     masked reconstruction, g_m: K -> d_m
-        μ_c = mean_{n: y_n = c} h_n                                                         (C, K)
-        F(h, c) = hᵀ μ_c          (the paper's mean of hᵀh_j over class-c training rows)    (B, C)
-        hinge(h, y) = max_c [1(c ≠ y) + F(h, c)] − F(h, y)
-        L = mean_n r(h_n, n) + λ · mean_n hinge(h_n, y_n)   (+ a calibration term, see below)
+        h_n                    training latent of row n, a free parameter, starts near 0   (N, K)
+        r(h, x, a) = Σ_m a_m ‖g_m(h) − x_m‖²     masked reconstruction (sum over features, as
+                               the official code), g_m: K -> hidden -> d_m
+        F(h_n, c) = mean_{j ≠ n, y_j = c} h_nᵀ h_j        class similarity (the paper's F)   (C,)
+        hinge(h_n, y_n) = max_c [1(c ≠ y_n) + F(h_n, c)] − F(h_n, y_n)   (the paper's structured hinge)
+        L = mean_n r(h_n, x_n, a_n) + λ · mean_n hinge(h_n, y_n)
 
-    Test time is transductive: with the decoders frozen, each test sample's latent is fitted by
-    masked reconstruction alone, ``fit_steps`` steps of gradient descent with momentum from the
-    mean training latent (deterministic), on the SUM over samples of r, so a sample's latent
-    never depends on its batch-mates; then ŷ = argmax_c F(h, c). This runs inside ``forward``
-    in eval mode (under ``torch.enable_grad``; only the latents get gradients, never the
-    decoders). Logits are τ·F(h, ·) with a learned temperature τ trained by cross-entropy on
-    sg(F) of the *fitted* latents of the training batch ("calibration" term; the free training
-    latents are separable by construction and would make τ far too large): it changes no
-    prediction but makes the logits usable for validation-loss model selection and
-    calibration metrics (an addition to the paper). The forward pass always predicts from the
-    fitted latent, in training mode too, so each training step also pays one test-time fit.
+    Training follows the official schedule (its ``StageControl``): full-batch steps, each epoch
+    ``net_steps`` Adam steps on the decoders then ``latent_steps`` Adam steps on all training
+    latents, both at ``lr`` (0.01), for a fixed ``epochs`` (30); no early stopping (the
+    validation loss of per-sample latents has spurious early minima), no modality dropout
+    (the paper trains on the given masks). A training sample's latent is row ``batch.index``
+    of ``latents`` (the loop sets it; O(B) per step, nothing compared by value).
 
-    Training latents: the loop feeds random subsets of the standardised training batch that
-    ``prepare`` saw (modality dropout applied), so a training sample's latent is found by row
-    identity (``TrainingRowLookup``: values on the modalities both hold). A training-mode sample
-    that matches no training row gets a test-time-fitted latent and no loss. Works with
-    incomplete training data (the reconstruction is masked by availability; the official code's
-    full-batch TF1 training is replaced by the loop's mini-batches, alternating net/latent steps
-    by joint AdamW steps; ``latent_scale`` lets Adam move the latents faster than the network,
-    as the paper's larger latent learning rate does). Classification only; modalities must be
-    float inputs (vector, sequence, image), not token ids. No encoder: nothing at test time
-    depends on an encoder, so this also suits samples with any subset of modalities.
+    Test time is transductive and consistent with training: with the decoders frozen, each
+    sample's latent starts at 0 (training latents start at the official Xavier-uniform draw,
+    |h| ≈ 0.06 per entry on handwritten), and takes ``fit_steps`` Adam steps
+    (default ``epochs · latent_steps``, the number a training latent takes) at ``fit_lr``
+    (default ``lr``) on its reconstruction objective (the training objective without the hinge,
+    which needs the label). Adam is element-wise and the objective a sum over samples, so a
+    sample's latent never depends on its batch-mates. Prediction: ŷ = argmax_c hᵀμ_c with μ_c
+    the mean training latent of class c (the official ``classfiy.ave``). Logits are τ·hᵀμ_c
+    with τ fitted after training on the validation split (``calibrate``, a 1-D search of the
+    validation log-loss): an addition to the paper that changes no prediction and makes the
+    logits usable for validation-loss and calibration metrics.
+
+    ``normalisation``: "standardize" (mlmm's per-feature standardisation, as the loop hands it)
+    or "paper" (the official ``Normalize``: per view one scalar shift and scale, (x − mean) /
+    (max − min) over all its entries; computed here on the training split's present entries and
+    applied to every split, where the official code recomputes it on the test split itself).
+
+    Deviations from the official code, with reasons: decoders are ``hidden``-wide MLPs with a
+    GELU (the official decoder is linear-linear with output dropout 0.9, even at test time);
+    the hinge is the paper's structured hinge with margin 1(c ≠ y) (the official code adds
+    1 only when the sample is misclassified); test latents start at 0 rather than at a random
+    draw, so that a prediction is deterministic.
+    Works with incomplete training data. Classification only; modalities must be float inputs
+    (vector, sequence, image), not token ids.
 
     Recovery axis: a non-recovery method (``recovers_missing`` False). The latent is fitted to
     the present modalities and classified directly; a missing modality's reconstruction
-    g_m(h) (``reconstruct``) is a by-product that no prediction reads, so there is nothing
-    for a plain fill to replace.
+    g_m(h) (``reconstruct``) is a by-product that no prediction reads.
     """
 
     info = MethodInfo(
@@ -73,8 +82,9 @@ class CrossPartialMultiViewNets(TrainingRowLookup, MissingModalityModel):
         paper="CPM-Nets: Zhang et al., CPM-Nets: Cross Partial Multi-View Networks, NeurIPS 2019 "
               "(TPAMI 2020, Deep Partial Multi-View Learning); survey Sec. 3.3",
         summary="TRANSDUCTIVE: no encoder; a free latent per training sample fitted by masked reconstruction "
-                "through per-modality decoders + class-structured hinge; each test sample's latent is fitted "
-                "by masked reconstruction (decoders frozen, fixed GD steps) inside forward; nearest class mean",
+                "through per-modality decoders + class-structured hinge, official schedule (full batch, 5 decoder "
+                "/ 5 latent Adam steps per epoch, lr 0.01, 30 epochs); each test latent fitted by the same "
+                "reconstruction objective, start and step count (decoders frozen); nearest class mean",
     )
 
     #: Row fingerprints only find training rows during training (not saved); the training
@@ -85,131 +95,169 @@ class CrossPartialMultiViewNets(TrainingRowLookup, MissingModalityModel):
                       "latent_class": "prediction compares test latents with the per-class mean training latents"}
 
     def __init__(self, spec: DatasetSpec, latent_dim: int = 64, hidden: int = 256, hinge_weight: float = 1.0,
-                 latent_scale: float = 10.0, init_std: float = 0.1, fit_steps: int = 50, fit_lr: float = 0.5,
-                 fit_momentum: float = 0.9) -> None:
+                 epochs: int = 30, net_steps: int = 5, latent_steps: int = 5, lr: float = 0.01,
+                 fit_steps: int | None = None, fit_lr: float | None = None,
+                 normalisation: str = "standardize") -> None:
         super().__init__(spec)
         if spec.task.kind != "classification":
             raise ValueError("cpm-nets classifies by class-mean similarity; it needs a classification task")
-        if fit_steps < 0 or fit_lr <= 0 or not 0 <= fit_momentum < 1 or latent_scale <= 0:
-            raise ValueError(f"need fit_steps >= 0, fit_lr > 0, 0 <= fit_momentum < 1, latent_scale > 0; got "
-                             f"{fit_steps}, {fit_lr}, {fit_momentum}, {latent_scale}")
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+        fit_steps = epochs * latent_steps if fit_steps is None else fit_steps
+        fit_lr = lr if fit_lr is None else fit_lr
+        if min(epochs, net_steps, latent_steps) < 1 or fit_steps < 0 or lr <= 0 or fit_lr <= 0:
+            raise ValueError(f"need epochs, net_steps, latent_steps >= 1, fit_steps >= 0, lr > 0, fit_lr > 0; got "
+                             f"{epochs}, {net_steps}, {latent_steps}, {fit_steps}, {lr}, {fit_lr}")
         self.latent_dim = int(latent_dim)
         self.hinge_weight = float(hinge_weight)
-        self.latent_scale = float(latent_scale)
-        self.init_std = float(init_std)
-        self.fit_steps, self.fit_lr, self.fit_momentum = int(fit_steps), float(fit_lr), float(fit_momentum)
+        self.epochs, self.net_steps, self.latent_steps = int(epochs), int(net_steps), int(latent_steps)
+        self.lr = float(lr)
+        self.fit_steps, self.fit_lr = int(fit_steps), float(fit_lr)
+        self.normalisation = normalisation
         self.decoders = nn.ModuleDict({
             m.name: nn.Sequential(nn.Linear(latent_dim, hidden), nn.GELU(), nn.Linear(hidden, math.prod(m.shape)))
             for m in spec.modalities
         })
-        self.log_temperature = nn.Parameter(torch.zeros(()))
         self.latents = nn.Parameter(torch.zeros(0, latent_dim))  # (N, K), sized by prepare
         self.register_buffer("latent_class", torch.zeros(0, dtype=torch.long))
-        self.init_row_lookup()
+        self.register_buffer("log_temperature", torch.zeros(()))
+        # Per-feature affine map from the loop's standardised values to the paper's per-view
+        # normalisation (identity for "standardize"); set by prepare.
+        for j, m in enumerate(spec.modalities):
+            self.register_buffer(f"view_scale{j}", torch.ones(m.shape))
+            self.register_buffer(f"view_shift{j}", torch.zeros(m.shape))
+
+    def training_control(self, stage: str) -> StageControl:
+        # The official schedule: full batch, alternating decoder / latent Adam steps, fixed epochs.
+        return StageControl(full_batch=True, groups=(("decoders.", self.net_steps), ("latents", self.latent_steps)),
+                            epochs=self.epochs, modality_dropout="off", optimizer="adam", lr=self.lr,
+                            weight_decay=0.0, grad_clip=False)
 
     # ------------------------------------------------------------ training rows
 
     def prepare(self, train: Batch, standardizer: Standardizer) -> None:
-        """One free latent per training row (seeded random init), its label, and the row lookup."""
+        """One free latent per training row (Xavier-uniform, from the loop's seeded RNG), its
+        label, and the normalisation."""
         if train.target is None:
             raise ValueError("cpm-nets needs training labels (train.target is None)")
-        device = train.mask.device
-        init = torch.randn(train.size, self.latent_dim, device=device) * (self.init_std / self.latent_scale)
+        # The official Xavier-uniform start, U(±sqrt(6 / (N + K))): near 0, where test latents start.
+        bound = math.sqrt(6.0 / (train.size + self.latent_dim))
+        init = (torch.rand(train.size, self.latent_dim, device=train.mask.device) * 2 - 1) * bound
         self.latents = nn.Parameter(init)
         self.latent_class = train.target.to(torch.long).clone()
-        self.fit_row_lookup(train)
+        if self.normalisation == "paper":
+            self._fit_view_normalisation(train, standardizer)
+
+    @torch.no_grad()
+    def _fit_view_normalisation(self, train: Batch, standardizer: Standardizer) -> None:
+        """x_paper = (raw − mean_v) / (max_v − min_v), one scalar pair per view over its present
+        training entries, written as an affine map of the standardised values."""
+        for j, m in enumerate(self.spec.modalities):
+            mean = getattr(standardizer, f"mean_{m.name}").expand(m.shape)
+            std = getattr(standardizer, f"std_{m.name}").expand(m.shape)
+            raw = train.inputs[m.name][train.mask[:, j]] * std + mean
+            if raw.shape[0] == 0:
+                continue
+            span = (raw.max() - raw.min()).clamp_min(1e-8)
+            getattr(self, f"view_scale{j}").copy_(std / span)
+            getattr(self, f"view_shift{j}").copy_((mean - raw.mean()) / span)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         resize_to_saved(self, state_dict, prefix, _DATA_SIZED)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def training_latents(self) -> Tensor:
-        """(N, K) h_n = s · H[n]."""
-        return self.latent_scale * self.latents
-
     def class_means(self) -> Tensor:
         """(C, K) mean training latent per class (zeros for a class with no training row)."""
-        h = self.training_latents()
-        onehot = F.one_hot(self.latent_class, self.spec.task.output_dim).to(h.dtype)  # (N, C)
-        return (onehot.t() @ h) / onehot.sum(dim=0).clamp_min(1).unsqueeze(1)
+        onehot = F.one_hot(self.latent_class, self.spec.task.output_dim).to(self.latents.dtype)  # (N, C)
+        return (onehot.t() @ self.latents) / onehot.sum(dim=0).clamp_min(1).unsqueeze(1)
 
     # ------------------------------------------------------------ reconstruction
 
     def _targets(self, batch: Batch) -> list[Tensor]:
-        """Per modality (B, d_m) flattened inputs with masked-out rows zeroed (never read)."""
+        """Per modality (B, d_m) flattened, normalised inputs with masked-out rows zeroed (never read)."""
         out = []
         for j, x in enumerate(batch.inputs.values()):
+            x = x * getattr(self, f"view_scale{j}") + getattr(self, f"view_shift{j}")
             x = torch.where(mask_column(batch.mask, j, x.dim()), x, torch.zeros((), dtype=x.dtype, device=x.device))
             out.append(x.flatten(1))
         return out
 
     def reconstruction_error(self, h: Tensor, targets: list[Tensor], mask: Tensor) -> Tensor:
-        """(B,) r(h, b) = Σ_m a_bm · mean_d (g_m(h_b) − x_bm)²."""
+        """(B,) r(h_b, x_b, a_b) = Σ_m a_bm · Σ_d (g_m(h_b) − x_bm)²."""
         total = h.new_zeros(h.shape[0])
         for j, (name, x) in enumerate(zip(self.spec.modality_names, targets)):
-            err = (self.decoders[name](h) - x).pow(2).mean(dim=1)
+            err = (self.decoders[name](h) - x).pow(2).sum(dim=1)
             total = total + torch.where(mask[:, j], err, torch.zeros((), dtype=err.dtype, device=err.device))
         return total
 
     def fit_latents(self, batch: Batch, steps: int | None = None) -> Tensor:
-        """(B, K) latents fitted by masked reconstruction with the decoders fixed (detached).
-
-        Gradient descent with heavy-ball momentum on Σ_b r(h_b, b) from the mean training
-        latent; the sum makes each h_b's gradient its own, so batch-mates never interact.
-        """
+        """(B, K) test-time latents, decoders fixed: from 0, ``steps`` Adam steps (lr ``fit_lr``,
+        torch's defaults β = (0.9, 0.999), ε = 1e-8) on Σ_b r(h_b, x_b, a_b); element-wise, so
+        batch-mates never interact. Detached; decoders receive no gradient."""
         steps = self.fit_steps if steps is None else int(steps)
         targets = self._targets(batch)
-        if self.latents.shape[0]:
-            start = self.training_latents().detach().mean(dim=0)
-        else:
-            start = self.latents.new_zeros(self.latent_dim)
-        h = start.expand(batch.size, -1).clone()
-        velocity = torch.zeros_like(h)
+        h = self.latents.new_zeros(batch.size, self.latent_dim)
+        m1, m2 = torch.zeros_like(h), torch.zeros_like(h)
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
         with torch.enable_grad():
-            for _ in range(steps):
+            for t in range(1, steps + 1):
                 h.requires_grad_(True)
-                loss = self.reconstruction_error(h, targets, batch.mask).sum()
-                (grad,) = torch.autograd.grad(loss, h)
-                velocity = self.fit_momentum * velocity + grad
-                h = (h - self.fit_lr * velocity).detach()
+                (grad,) = torch.autograd.grad(self.reconstruction_error(h, targets, batch.mask).sum(), h)
+                m1 = beta1 * m1 + (1 - beta1) * grad
+                m2 = beta2 * m2 + (1 - beta2) * grad * grad
+                step = (m1 / (1 - beta1 ** t)) / ((m2 / (1 - beta2 ** t)).sqrt() + eps)
+                h = (h - self.fit_lr * step).detach()
         return h.detach()
 
     # ---------------------------------------------------------------- forward
 
+    def _logits(self, h: Tensor, means: Tensor) -> Tensor:
+        return self.log_temperature.exp() * (h @ means.t())
+
     def forward(self, batch: Batch) -> Output:
-        # The prediction is always the test-time one: a latent fitted to the present modalities.
-        fitted = self.fit_latents(batch)
         means = self.class_means()
-        logits = self.log_temperature.exp() * (fitted @ means.detach().t())
-        aux = {}
-        if self.training:
-            # Training rows also get their free latent h_n, for the reconstruction and hinge terms.
-            rows = self.find_rows(batch)
-            found = rows >= 0
-            h = torch.where(found.unsqueeze(1), self.training_latents()[rows.clamp_min(0)], fitted)
-            aux = {"h": h, "similarity": h @ means.t(), "found": found}
-        return Output(logits, aux=aux)
+        if self.training and batch.index is not None and self.latents.shape[0]:
+            # A training row: its free latent (row ``batch.index``, set by the loop).
+            h = self.latents[batch.index]
+            return Output(self._logits(h.detach(), means.detach()), aux={"h": h})
+        # Test time (or a batch that is not training rows): a latent fitted to the present modalities.
+        return Output(self._logits(self.fit_latents(batch), means.detach()))
+
+    def class_similarity(self, h: Tensor, index: Tensor) -> Tensor:
+        """(B, C) F(h_b, c) = mean over training rows j ≠ index_b of class c of h_bᵀh_j."""
+        onehot = F.one_hot(self.latent_class, self.spec.task.output_dim).to(h.dtype)  # (N, C)
+        sums = h @ (onehot.t() @ self.latents).t()  # (B, C)
+        counts = onehot.sum(dim=0).unsqueeze(0).expand(h.shape[0], -1)  # (B, C)
+        own = onehot[index]  # (B, C): the row itself is left out of its own class mean
+        sums = sums - own * (h * self.latents[index]).sum(dim=1, keepdim=True)
+        return sums / (counts - own).clamp_min(1)
 
     def loss(self, batch: Batch, output: Output) -> dict[str, Tensor]:
-        # τ is fitted on the test-time predictions (fitted latents): the free training latents are
-        # separable by construction, and a temperature fitted on them would be far too confident.
-        terms = {"calibration": self.task_loss(output.logits, batch.target)}
-        if "h" not in output.aux:  # eval mode: no training latents were looked up
+        if "h" not in output.aux:  # eval mode, or samples without a training row: nothing to fit
             zero = output.logits.new_zeros(())
-            return {"reconstruction": zero, "hinge": zero, **terms}
-        h, similarity, found = output.aux["h"], output.aux["similarity"], output.aux["found"]
-        zero = h.new_zeros(())
-        n_found = found.sum().clamp_min(1).to(h.dtype)
-        recon = torch.where(found, self.reconstruction_error(h, self._targets(batch), batch.mask), zero)
+            return {"reconstruction": zero, "hinge": zero}
+        h = output.aux["h"]
+        recon = self.reconstruction_error(h, self._targets(batch), batch.mask)
+        similarity = self.class_similarity(h, batch.index)
         target = batch.target
         margin = 1.0 - F.one_hot(target, similarity.shape[1]).to(similarity.dtype)  # 1(c != y)
         own = similarity.gather(1, target.unsqueeze(1)).squeeze(1)
-        hinge = torch.where(found, (margin + similarity).max(dim=1).values - own, zero)
-        return {"reconstruction": recon.sum() / n_found, "hinge": self.hinge_weight * hinge.sum() / n_found, **terms}
+        hinge = (margin + similarity).max(dim=1).values - own
+        return {"reconstruction": recon.mean(), "hinge": self.hinge_weight * hinge.mean()}
+
+    @torch.no_grad()
+    def calibrate(self, val: Batch) -> None:
+        """τ minimising the validation log-loss of τ·hᵀμ_c over a log-spaced grid (no prediction changes)."""
+        if val.size == 0 or val.target is None:
+            return
+        scores = self.fit_latents(val) @ self.class_means().t()  # (B, C)
+        grid = torch.linspace(-8.0, 4.0, 241, device=scores.device)
+        losses = torch.stack([F.cross_entropy(scores * g.exp(), val.target) for g in grid])
+        self.log_temperature.fill_(float(grid[int(losses.argmin())]))
 
     def reconstruct(self, batch: Batch) -> dict[str, Tensor]:
-        """Modality -> (B, *shape) g_m(h), h fitted to the present modalities (for inspection;
-        predictions never use it, see the class docstring)."""
+        """Modality -> (B, *shape) g_m(h), h fitted to the present modalities, in the method's
+        normalised units (for inspection; predictions never use it)."""
         h = self.fit_latents(batch)
         with torch.no_grad():
             return {m.name: self.decoders[m.name](h).reshape(-1, *m.shape) for m in self.spec.modalities}

@@ -10,13 +10,10 @@ from torch import Tensor, nn
 
 from ...components.encoders import PerModalityEncoders
 from ...components.heads import mlp_head
-from ...components.memory_bank import TrainingBankMixin
-from ...components.row_lookup import TrainingRowLookup, resize_to_saved
 from ...components.subpatterns import random_sub_mask
 from ...data.batch import Batch
-from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, MissingModalityModel, Output
+from ..base import MethodInfo, MissingModalityModel, Output, StageControl
 from ..registry import register_method
 
 
@@ -41,8 +38,9 @@ class ResidualAutoencoder(nn.Module):
 class CascadedResidualAutoencoder(nn.Module):
     """Cascaded residual autoencoder (Tran et al., CVPR 2017; MMIN's imagination module).
 
-    x_1 = h;  x_{k+1} = x_k + AE_k(x_k)  for k = 1..K;  returns x_{K+1}    (B, F) -> (B, F)
-    Each block sees the input plus every earlier block's correction.
+    x_1 = h;  x_{k+1} = x_k + AE_k(x_k)  for k = 1..K;  returns T(x_{K+1})    (B, F) -> (B, F)
+    Each block sees the input plus every earlier block's correction; T is MMIN's transition
+    layer (Linear F->F, ReLU, Linear F->F) after the last block.
     """
 
     def __init__(self, dim: int, dims: Sequence[int], n_blocks: int) -> None:
@@ -50,16 +48,17 @@ class CascadedResidualAutoencoder(nn.Module):
         if n_blocks < 1:
             raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
         self.blocks = nn.ModuleList(ResidualAutoencoder(dim, dims) for _ in range(n_blocks))
+        self.transition = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
 
     def forward(self, h: Tensor) -> Tensor:
         x = h
         for block in self.blocks:
             x = x + block(x)
-        return x
+        return self.transition(x)
 
 
 @register_method("mmin")
-class MissingModalityImagination(TrainingBankMixin, TrainingRowLookup, MissingModalityModel):
+class MissingModalityImagination(MissingModalityModel):
     """MMIN: imagine the full-modality joint embedding from the present modalities.
 
     Paper: Zhao, Li & Jin, "Missing Modality Imagination Network for Emotion Recognition with
@@ -70,20 +69,23 @@ class MissingModalityImagination(TrainingBankMixin, TrainingRowLookup, MissingMo
     Stage "teacher": T(x) = [T_1(x_1); ...; T_M(x_M)] (B, F) on *complete* samples,
         logits = g_T(T(x)), loss CE.
     Stage "student" (student encoders E start as a copy of the teacher's, the teacher is frozen):
-        a' ⊆ a a simulated missing pattern (training: a uniform number 1..n of the present
-        modalities kept; test: a' = a)
+        a' ⊊ a a simulated missing pattern (training: a uniform number 1..n−1 of the present
+        modalities kept, never the full pattern — MMIN trains on its 6 partial conditions only;
+        test: a' = a)
         h   = [a'_1 E_1(x_1); ...; a'_M E_M(x_M)]            zero-filled joint embedding (B, F)
-        ẑ   = CRA(h)                  imagined full joint embedding (forward imagination) (B, F)
+        ẑ   = CRA(h)       imagined full joint embedding (forward imagination, with MMIN's
+                           transition layer after the cascade)                          (B, F)
         h̃   = CRA_back(ẑ)             backward (cycle) imagination                       (B, F)
         logits = g(ẑ)                                                                      (B, C)
         L = CE + 4·‖ẑ − sg(T(x_full))‖²/F + 2·‖h̃ − sg(h)‖²/F      (MSE weights as in MMIN)
 
     Needs complete training samples (``needs_complete_train``; the training loop refuses
     incomplete training data): T(x_full) is the teacher on the sample's *complete* training
-    row. The loop's modality dropout zeroes dropped slots before the method sees a batch, so
-    ``prepare`` keeps the standardised training rows (buffers, ``bank_x{j}``) and a training
-    sample's complete row is found by value (``TrainingRowLookup``); a sample that matches no
-    training row and is incomplete gets no imagination loss. Deviations from the paper's code,
+    row. Both stages declare the loop's modality dropout off (``training_control``), so the
+    batch the method sees in training is the complete row itself: the teacher trains on
+    complete inputs, and the student's partial pattern is drawn by the method; nothing of
+    the training set is kept (no row lookup, no copy in the checkpoint). An incomplete
+    training-mode sample (outside the loop) gets no imagination loss. Deviations from the paper's code,
     with reasons: the teacher target is T of the complete row (MMIN's code feeds the teacher
     the zero-filled complement, so present slots hold T(0)); the classifier reads the imagined
     joint embedding ẑ instead of the concatenated CRA block latents, so that ``plain_fill``
@@ -100,9 +102,10 @@ class MissingModalityImagination(TrainingBankMixin, TrainingRowLookup, MissingMo
         needs_complete_train=True,
         paper="MMIN: Zhao, Li & Jin, Missing Modality Imagination Network for Emotion Recognition with "
               "Uncertain Missing Modalities, ACL 2021 (survey Sec. 3.3, direct representation generation)",
-        summary="full-modality teacher (concatenated embeddings); cascaded residual autoencoder imagines the "
-                "teacher's joint embedding from the zero-filled one of present modalities, backward CRA cycle "
-                "term; classifier on the imagined embedding; needs complete training samples",
+        summary="full-modality teacher (concatenated embeddings) trained on complete rows; cascaded residual "
+                "autoencoder (+ MMIN's transition layer) imagines the teacher's joint embedding from the zero-filled "
+                "one of a partial pattern (never the full one in training), backward CRA cycle term; classifier "
+                "on the imagined embedding (MMIN: on the CRA block latents); needs complete training samples",
         recovery_space="embedding",
     )
 
@@ -129,9 +132,6 @@ class MissingModalityImagination(TrainingBankMixin, TrainingRowLookup, MissingMo
         self.imagine = CascadedResidualAutoencoder(joint, tuple(ae_dims), n_blocks)
         self.imagine_back = CascadedResidualAutoencoder(joint, tuple(ae_dims), n_blocks)
         self.head = mlp_head(joint, out, hidden=128, dropout=dropout)
-        # All complete training rows are kept (bank_size is only a guard against huge data).
-        self.init_bank(bank_size=10_000_000, bank_seed=0)
-        self.init_row_lookup()
         self._set_trainable("student")
         self.stage = "student"  # the predictor after training; the loop starts with "teacher"
 
@@ -139,6 +139,11 @@ class MissingModalityImagination(TrainingBankMixin, TrainingRowLookup, MissingMo
 
     def stages(self) -> tuple[str, ...]:
         return ("teacher", "student")
+
+    def training_control(self, stage: str) -> StageControl:
+        # The teacher trains on complete rows and the student on MMIN's own partial patterns:
+        # the loop's modality dropout would hand the teacher (and its target) incomplete rows.
+        return StageControl(modality_dropout="off")
 
     def _set_trainable(self, stage: str) -> None:
         teacher = stage == "teacher"
@@ -156,33 +161,6 @@ class MissingModalityImagination(TrainingBankMixin, TrainingRowLookup, MissingMo
             # MMIN initialises the student's encoders from the trained teacher.
             self.student.load_state_dict(self.teacher.state_dict())
 
-    # ------------------------------------------------------------ training rows
-
-    def prepare(self, train: Batch, standardizer: Standardizer) -> None:
-        """Keep the standardised training rows: the teacher's complete inputs, found by value."""
-        self.fill_bank(train)
-        bank = Batch(dict(zip(self.spec.modality_names, self.bank_inputs())), self.bank_mask)
-        self.fit_row_lookup(bank)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        resize_to_saved(self, state_dict, prefix, ("row_fp", "row_mask"))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def _complete_rows(self, batch: Batch) -> Batch:
-        """``batch`` with every sample that is a stored training row replaced by that row
-        (all its modalities); other samples unchanged."""
-        rows = self.find_rows(batch)
-        found = rows >= 0
-        if not bool(found.any()):
-            return batch
-        safe = rows.clamp_min(0)
-        inputs = {}
-        for j, name in enumerate(self.spec.modality_names):
-            x, bank_x = batch.inputs[name], getattr(self, f"bank_x{j}")[safe]
-            inputs[name] = torch.where(found.reshape(-1, *([1] * (x.dim() - 1))), bank_x.to(x.dtype), x)
-        mask = torch.where(found.unsqueeze(1), self.bank_mask[safe], batch.mask)
-        return Batch(inputs, mask, batch.target)
-
     # ---------------------------------------------------------------- forward
 
     @staticmethod
@@ -193,10 +171,10 @@ class MissingModalityImagination(TrainingBankMixin, TrainingRowLookup, MissingMo
         return z.flatten(1)
 
     def teacher_embedding(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """(T(x) (B, F), complete (B,) bool): the frozen teacher (eval mode, no grad) on each
-        sample's complete training row where one is found; ``complete`` says where the
-        result is a full-modality embedding."""
-        full = self._complete_rows(batch)
+        """(T(x) (B, F), complete (B,) bool): the frozen teacher (eval mode, no grad) on the
+        batch as given (in training, the complete rows); ``complete`` says where the result
+        is a full-modality embedding."""
+        full = batch
         was_training = self.teacher.training
         self.teacher.eval()
         try:
@@ -210,14 +188,13 @@ class MissingModalityImagination(TrainingBankMixin, TrainingRowLookup, MissingMo
         """(h, ẑ, kept): zero-filled joint embedding, imagined joint embedding (B, F), mask a'."""
         kept = batch.mask
         if self.training and self.simulate_missing:
-            kept = random_sub_mask(batch.mask, strict=False)
+            kept = random_sub_mask(batch.mask, strict=True)  # never the full pattern
         h = self._joint(self.student, batch, kept)
         return h, self.imagine(h), kept
 
     def forward(self, batch: Batch) -> Output:
         if self.stage == "teacher":
-            source = self._complete_rows(batch) if self.training else batch
-            return Output(self.teacher_head(self._joint(self.teacher, source, source.mask)))
+            return Output(self.teacher_head(self._joint(self.teacher, batch, batch.mask)))
         h, z_hat, kept = self._imagine(batch)
         logits = self.head(h if self.plain_fill else z_hat)
         aux = {"h": h, "z_hat": z_hat, "kept": kept}
