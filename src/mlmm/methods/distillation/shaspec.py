@@ -49,7 +49,10 @@ class ShaSpec(MissingModalityModel):
         paper="Wang et al., Multi-modal learning with missing modality via shared-specific feature "
               "modelling (ShaSpec, CVPR 2023)",
         summary="shared + specific encoders; missing specific feature = mean of present shared features; "
-                "masked shared-alignment and modality-classification losses; concatenation fusion",
+                "masked shared-alignment and modality-classification losses; concatenation fusion; adaptations: "
+                "the shared encoder is per-modality adapters + one common trunk (ShaSpec: one network on every "
+                "modality), alignment averaged over all available pairs (ShaSpec: cyclic pairs), no full-modality "
+                "warm-up stage",
         recovery_space="embedding",
     )
 

@@ -62,7 +62,10 @@ class DynMMGate(MissingModalityModel):
         needs_complete_train=False,
         paper="Xue & Marculescu, Dynamic Multimodal Fusion (DynMM), CVPR 2023 Workshops (MULA)",
         summary="unimodal experts + masked-mean fusion expert; gate over feasible experts only "
-                "(straight-through Gumbel-softmax in training, argmax at eval) with a compute penalty",
+                "(straight-through Gumbel-softmax in training, argmax at eval) with a compute penalty; "
+                "adaptations (DynMM differs): the gate reads the jointly trained encoders' embeddings (DynMM: raw "
+                "features, so routing saves no encoder compute), Gumbel noise instead of DynMM's straight-through "
+                "softmax, experts trained jointly rather than pre-trained and frozen",
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,

@@ -64,7 +64,9 @@ class M3CareGraph(TrainingBankMixin, MissingModalityModel):
         paper="Zhang et al., M3Care: Learning with Missing Modalities in Multimodal Healthcare Data, KDD 2022",
         summary="sample-similarity graph (mean cosine over shared modalities, learned soft threshold) against "
                 "a training memory bank; missing z_m = row-normalised neighbours holding m; gated mix for "
-                "present ones; masked mean; MLP head",
+                "present ones; masked mean; MLP head; adaptation: a kNN imputer in M3Care's spirit, not M3Care "
+                "(no learned similarity kernels, no GCN layers, no transformer fusion, no norm-matching loss; "
+                "neighbours from a stop-gradient memory bank so predictions never depend on batch-mates)",
         recovery_space="embedding",
     )
 

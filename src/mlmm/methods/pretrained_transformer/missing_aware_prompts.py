@@ -66,7 +66,9 @@ class MissingAwarePrompts(SoftTokenTransformer):
         paper="Lee et al., Multimodal Prompting with Missing Modalities for Visual Recognition, CVPR 2023",
         summary="availability pattern selects learned prompts injected into the first layers of a frozen "
                 "pretrained transformer (MiniLM) over per-modality soft tokens; only prompts, projections "
-                "and head train",
+                "and head train; adaptation: missing modalities are left out of attention, whereas MAP feeds "
+                "ViLT dummy inputs (empty text, blank image) that the prompts must compensate for; MiniLM over "
+                "one soft token per modality instead of ViLT over patches and word pieces",
     )
 
     def __init__(self, spec: DatasetSpec, backbone: str | os.PathLike | None = None, prompt_length: int = 4,

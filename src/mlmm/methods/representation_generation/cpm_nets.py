@@ -12,6 +12,7 @@ from ...components.row_lookup import resize_to_saved
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
+from ...validation import COUNT, POSITIVE, Options
 from ..base import MethodInfo, MissingModalityModel, Output, StageControl, mask_column
 from ..registry import register_method
 
@@ -87,12 +88,12 @@ class CrossPartialMultiViewNets(MissingModalityModel):
                 "reconstruction objective, start and step count (decoders frozen); nearest class mean",
     )
 
-    #: Row fingerprints only find training rows during training (not saved); the training
-    #: latents and their labels are kept: prediction starts each latent fit from their mean and
-    #: classifies by the per-class mean training latent.
-    training_state = {"row_*": None,
-                      "latents": "prediction starts each test latent from the mean training latent",
+    #: The training latents and their labels are kept: prediction classifies a test latent by
+    #: its similarity to the per-class mean training latent (test latents start at 0).
+    training_state = {"latents": "prediction compares test latents with the per-class mean training latents",
                       "latent_class": "prediction compares test latents with the per-class mean training latents"}
+    param_constraints = {"epochs": [COUNT], "net_steps": [COUNT], "latent_steps": [COUNT], "lr": [POSITIVE],
+                         "normalisation": [Options(NORMALISATIONS)]}
 
     def __init__(self, spec: DatasetSpec, latent_dim: int = 64, hidden: int = 256, hinge_weight: float = 1.0,
                  epochs: int = 30, net_steps: int = 5, latent_steps: int = 5, lr: float = 0.01,

@@ -7,12 +7,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...components.encoders import PerModalityEncoders
-from ...components.heads import mlp_head
-from ...components.pooling import masked_mean
 from ...components.subpatterns import random_sub_mask
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, MissingModalityModel, Output
+from ...validation import PROBABILITY
+from ..base import MethodInfo, MissingModalityModel, Output, StageControl
 from ..registry import register_method
 
 
@@ -26,22 +25,28 @@ class MaskedModalityAutoencoder(MissingModalityModel):
     Shapes: B batch, M modalities, D = ``embed_dim``, C outputs.
 
         z_m  = E_m(x_m),  u_m = LN(z_m)  (no affine: the per-token normalised target)    (B, M, D)
-        a' ⊆ a: in training, every sample with >= 2 present modalities drops a random
-             non-empty strict subset of them (k ~ U{1..n-1}); at test a' = a
+        a' ⊆ a: in training, each sample keeps k ~ U{1..n} of its n present modalities,
+             chosen uniformly (ActionMAE's len_keep, per sample; k = n: nothing dropped);
+             at test a' = a
         t_m  = (u_m if a'_m else [MASK]_m) + type_m                                      (B, M, D)
-        ẑ    = W · Transformer(t)                         (reconstruction of every token) (B, M, D)
-        f_m  = u_m if a'_m else ẑ_m                       (missing filled by reconstruction)
-        logits = head(mean_m f_m)                                                         (B, C)
-        L = CE + λ · Σ_{b,m: a=1, a'=0} ‖ẑ_m − sg(u_m)‖² / (D · #such entries)
+        o    = LN(Transformer(t))                       (the decoder output of every token) (B, M, D)
+        ẑ    = W · o                                     (reconstruction of every token)  (B, M, D)
+        logits = Σ_m h_m(o_m)    (ActionMAE's fusion: a linear head per modality on the
+                                  decoder output of all tokens, summed)                  (B, C)
+        L = CE_{ls=0.1} + λ · Σ_{b,m: a=1, a'=0} ‖ẑ_m − sg(u_m)‖² / (D · #such entries)
 
     Missing tokens are learned [MASK] tokens put in with ``torch.where``, so masked-out
     inputs never reach the transformer and no key-padding mask is needed (a sample with no
     modality at all is M [MASK] tokens: finite). Truly missing modalities get no
     reconstruction loss (nothing to compare with); the target is detached, unlike the
-    official code. Works with incomplete training data (only dropped *present* tokens are
-    targets). Unlike ActionMAE the dropped tokens stay in the sequence as [MASK] tokens (one
-    transformer instead of encoder + decoder; M is small) and the fusion is the mean of the
-    filled tokens. ``plain_fill`` replaces ẑ by zeros at missing slots; ``recover`` gives f.
+    official code. CE uses label smoothing 0.1 (ActionMAE's) in training; validation and
+    metrics use plain CE. The loop's modality dropout is off (``training_control``): the
+    method's own masking is ActionMAE's. Works with incomplete training data (only dropped
+    *present* tokens are targets). Adaptation: the dropped tokens stay in the sequence as
+    [MASK] tokens (one transformer instead of encoder + memory tokens + decoder; M is small).
+    ``plain_fill`` zeroes the decoder output at missing slots before the heads (so the
+    prediction reads only present tokens' outputs); ``recover`` gives f_m = u_m where present,
+    ẑ_m where missing.
     """
 
     info = MethodInfo(
@@ -51,21 +56,26 @@ class MaskedModalityAutoencoder(MissingModalityModel):
         needs_complete_train=False,
         paper="ActionMAE: Woo et al., Towards Good Practices for Missing Modality Robust Action Recognition, "
               "AAAI 2023 (survey Sec. 3.3, indirect representation generation)",
-        summary="per-modality tokens; a random non-empty strict subset of present tokens is masked in training "
-                "and a transformer reconstructs it (detached, masked MSE); missing tokens filled by the "
-                "reconstruction; mean of tokens; MLP head",
+        summary="per-modality tokens; each sample keeps k ~ U{1..n} of its present tokens in training "
+                "(ActionMAE, no drop included), a transformer reconstructs the dropped ones (detached, masked "
+                "MSE); prediction = sum of per-modality linear heads on the outputs of all tokens; label "
+                "smoothing 0.1; adaptation: one transformer with [MASK] tokens, not encoder + decoder",
         recovery_space="embedding",
     )
 
+    param_constraints = {"label_smoothing": [PROBABILITY]}
+
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
                  n_layers: int = 2, n_heads: int = 4, ff_dim: int = 256, attn_dropout: float = 0.1,
-                 recon_weight: float = 1.0) -> None:
+                 recon_weight: float = 1.0, label_smoothing: float = 0.1) -> None:
         super().__init__(spec)
         if embed_dim % n_heads:
             raise ValueError(f"embed_dim {embed_dim} must be divisible by n_heads {n_heads}")
         if recon_weight < 0:
             raise ValueError(f"recon_weight must be >= 0, got {recon_weight}")
-        self.recon_weight = float(recon_weight)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.recon_weight, self.label_smoothing = float(recon_weight), float(label_smoothing)
         m = spec.n_modalities
         self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
         self.mask_tokens = nn.Parameter(torch.randn(m, embed_dim) * 0.02)
@@ -76,27 +86,31 @@ class MaskedModalityAutoencoder(MissingModalityModel):
         self.transformer = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.out_norm = nn.LayerNorm(embed_dim)
         self.reconstruct = nn.Linear(embed_dim, embed_dim)
-        self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
+        self.token_heads = nn.ModuleList(nn.Linear(embed_dim, spec.task.output_dim) for _ in range(m))
 
-    def _tokens(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
-        """(u, kept, ẑ): normalised embeddings (B, M, D), the kept mask a' (B, M), reconstructions (B, M, D)."""
+    def training_control(self, stage: str) -> StageControl:
+        # ActionMAE's own masking (k ~ U{1..n} kept per sample) replaces the loop's modality dropout.
+        return StageControl(modality_dropout="off")
+
+    def _tokens(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(u, kept, o, ẑ): normalised embeddings (B, M, D), the kept mask a' (B, M), decoder
+        outputs (B, M, D), reconstructions (B, M, D)."""
         z = self.encoders(batch)
         u = F.layer_norm(z, z.shape[-1:])
-        kept = random_sub_mask(batch.mask, strict=True) if self.training else batch.mask
+        kept = random_sub_mask(batch.mask, strict=False) if self.training else batch.mask
         t = torch.where(kept.unsqueeze(-1), u, self.mask_tokens.unsqueeze(0)) + self.type_embed
-        z_hat = self.reconstruct(self.out_norm(self.transformer(t)))
-        return u, kept, z_hat
+        o = self.out_norm(self.transformer(t))
+        return u, kept, o, self.reconstruct(o)
 
     def _filled(self, u: Tensor, kept: Tensor, z_hat: Tensor) -> Tensor:
         fill = torch.zeros((), dtype=u.dtype, device=u.device) if self.plain_fill else z_hat
         return torch.where(kept.unsqueeze(-1), u, fill)
 
     def forward(self, batch: Batch) -> Output:
-        u, kept, z_hat = self._tokens(batch)
-        filled = self._filled(u, kept, z_hat)
-        # Mean over all M slots: every slot holds a present or a reconstructed token.
-        everything = torch.ones_like(kept)
-        logits = self.head(masked_mean(filled, everything))
+        u, kept, o, z_hat = self._tokens(batch)
+        if self.plain_fill:  # read only the present tokens' outputs
+            o = torch.where(kept.unsqueeze(-1), o, torch.zeros((), dtype=o.dtype, device=o.device))
+        logits = sum(head(o[:, j]) for j, head in enumerate(self.token_heads))
         return Output(logits, aux={"u": u, "kept": kept, "z_hat": z_hat})
 
     def recon_loss(self, batch: Batch, output: Output) -> Tensor:
@@ -108,13 +122,16 @@ class MaskedModalityAutoencoder(MissingModalityModel):
         return err.sum() / target_entries.sum().clamp_min(1).to(err.dtype)
 
     def loss(self, batch: Batch, output: Output) -> dict[str, Tensor]:
-        terms = {"task": self.task_loss(output.logits, batch.target)}
+        if self.spec.task.kind == "classification":
+            terms = {"task": F.cross_entropy(output.logits, batch.target, label_smoothing=self.label_smoothing)}
+        else:
+            terms = {"task": self.task_loss(output.logits, batch.target)}
         if self.recon_weight > 0:
             terms["reconstruction"] = self.recon_weight * self.recon_loss(batch, output)
         return terms
 
     def recover(self, batch: Batch) -> dict[str, Tensor]:
         """Modality -> (B, D): u_m (the normalised embedding) where present, ẑ_m where missing."""
-        u, kept, z_hat = self._tokens(batch)
+        u, kept, _, z_hat = self._tokens(batch)
         filled = self._filled(u, kept, z_hat)
         return {name: filled[:, j] for j, name in enumerate(self.spec.modality_names)}

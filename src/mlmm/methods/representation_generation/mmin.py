@@ -109,10 +109,6 @@ class MissingModalityImagination(MissingModalityModel):
         recovery_space="embedding",
     )
 
-    #: The training rows (bank and row fingerprints) only give the teacher complete inputs
-    #: during training; prediction never reads them, so they are not saved.
-    training_state = {"bank_*": None, "row_*": None}
-
     def __init__(self, spec: DatasetSpec, embed_dim: int = 64, hidden: int | None = None, dropout: float = 0.5,
                  n_blocks: int = 5, ae_dims: Sequence[int] = (256, 128, 64), imagination_weight: float = 4.0,
                  cycle_weight: float = 2.0, simulate_missing: bool = True) -> None:
