@@ -25,11 +25,8 @@ HELPER = Path(__file__).resolve().parent / "helpers" / "user_encoders.py"
 SRC = str(Path(mlmm.__file__).resolve().parents[1])
 METHODS = ("masked-mean", "modality-transformer", "tmc", "mmin")
 
-pytestmark = [
-    pytest.mark.slow,  # four fits and a subprocess that starts torch
-    pytest.mark.skipif("encoders" not in inspect.signature(MissingModalityModel.__init__).parameters,
-                       reason="needs the encoders= injection of the method contract (not on this branch yet)"),
-]
+pytestmark = pytest.mark.slow  # four fits and a subprocess that starts torch
+INJECTION = "encoders" in inspect.signature(MissingModalityModel.__init__).parameters
 
 
 def _user_module():
@@ -51,7 +48,13 @@ def _data():
     return data.subset(np.arange(200)), data.subset(np.arange(200, 260)), data.subset(np.arange(260, 360))
 
 
-def test_user_encoders_save_load_in_a_fresh_process_predict_the_same(tmp_path):
+@pytest.mark.parametrize("user_encoders", [
+    pytest.param(True, marks=pytest.mark.skipif(not INJECTION, reason="needs the encoders= injection of the "
+                                                "method contract (not on this branch yet)")),
+    False])
+def test_save_load_in_a_fresh_process_predicts_the_same(tmp_path, user_encoders):
+    """With the user's encoders (issue 11's done-when) and, as a baseline that runs without the
+    injection, with each kind's default encoders, on the same image + text data."""
     user = _user_module()
     train, val, new = _data()
     spec = train.spec
@@ -60,13 +63,14 @@ def test_user_encoders_save_load_in_a_fresh_process_predict_the_same(tmp_path):
     for name in METHODS:
         encoders = {"image": user.TinyCNN(channels=spec.modality("image").shape[0]),
                     "caption": user.MeanTokens(vocab_size=caption.vocab_size, pad_id=caption.pad_id)}
-        method = build_method(name, spec, seed=0, encoders=encoders)
+        method = build_method(name, spec, seed=0, **({"encoders": encoders} if user_encoders else {}))
         part = train if not method.info.needs_complete_train else train.subset(np.flatnonzero(train.mask.all(1)))
         vpart = val if not method.info.needs_complete_train else val.subset(np.flatnonzero(val.mask.all(1)))
         model = Trainer(TrainConfig(max_epochs=8, patience=8)).fit(method, part, vpart, seed=0).model
         model.save(tmp_path / name)
         manifest = json.loads((tmp_path / name / "manifest.json").read_text())
-        assert manifest["params"]["encoders"]["image"]["$module"] == "user_encoders:TinyCNN"
+        if user_encoders:
+            assert manifest["params"]["encoders"]["image"]["$module"] == "user_encoders:TinyCNN"
         expected[name] = {"classes": [str(c) for c in model.predict(new)],
                           "proba": model.predict_proba(new).round(5).tolist()}
     unlabelled = MultimodalDataset(spec, new.inputs, None, new.mask)
@@ -84,7 +88,7 @@ for name in {list(METHODS)!r}:
     data = load_new_data({str(tmp_path / "new.npz")!r}, model.spec)
     out[name] = {{"classes": [str(c) for c in model.predict(data)],
                  "proba": model.predict_proba(data).round(5).tolist()}}
-    if name == "masked-mean":  # without the module imported, the instances are passed instead
+    if name == "masked-mean" and {user_encoders!r}:  # without the module imported, the instances are passed instead
         again = mlmm.load({str(tmp_path)!r} + "/" + name, encoders={{"image": module.TinyCNN(), "caption":
                           module.MeanTokens(vocab_size=model.spec.modality("caption").vocab_size)}})
         assert [str(c) for c in again.predict(data)] == out[name]["classes"]
