@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -380,9 +381,12 @@ def test_run_experiment_records_stages_that_never_improved(capsys):
     with pytest.warns(FitNeverImproved):
         result = run_experiment(config)
     assert result["never_improved"] == {"0": ["main"]}
-    # the CLI shows the warning as one line and still reports the (flagged) result
-    assert main(["run", "--dataset", "synthetic", "--method", "masked-mean", "--no-subsets", "--epochs", "1",
-                 "--lr", "1e-30", "--modality-dropout", "0", "--json"]) == 0
+    # the CLI shows the warning as one line and still reports the (flagged) result; the suite's
+    # pytest config ignores FitNeverImproved, so show it here as a user's default filters would
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", FitNeverImproved)
+        assert main(["run", "--dataset", "synthetic", "--method", "masked-mean", "--no-subsets", "--epochs", "1",
+                     "--lr", "1e-30", "--modality-dropout", "0", "--json"]) == 0
     captured = capsys.readouterr()
     assert captured.err.startswith("mlmm: note: stage 'main' never improved") and captured.err.count("\n") == 1
     assert '"never_improved": {\n    "0": [\n      "main"' in captured.out
