@@ -74,7 +74,7 @@ def test_uniform_subpattern_is_uniform_non_empty_and_within_mask() -> None:
 @pytest.mark.parametrize("missing", ["token", "padding"])
 def test_transformer_modes_pass_the_masking_checks(missing: str) -> None:
     checks = ["poisoned_masked_slots_ignored", "empty_sample_finite", "batch_composition_invariance"]
-    assert run_conformance("modality-transformer", checks, kinds=("vector",),
+    assert run_conformance("modality-transformer", checks, setups=["vector"],
                            params={"missing": missing, "pool": "mean"}) == dict.fromkeys(checks, "passed")
 
 

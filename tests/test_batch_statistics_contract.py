@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from mlmm import METHODS, register_method
 from mlmm.methods.base import MethodInfo, MissingModalityModel, Output
-from mlmm.testing.conformance import check_batch_composition_invariance, conformance_data
+from mlmm.testing.conformance import cases, check_batch_composition_invariance
 
 INFO = MethodInfo(category="representation-composition", fusion="intermediate", recovers_missing=False,
                   needs_complete_train=False, paper="test", summary="test")
@@ -44,25 +43,15 @@ class _EvalBatchCentred(_BatchNormMean):
         return Output(self.head(h - h.mean(0, keepdim=True)))
 
 
-@pytest.fixture
-def registered():
-    names = []
-
-    def register(name, cls):
-        register_method(name)(cls)
-        names.append(name)
-        return name
-
-    yield register
-    for name in names:
-        METHODS.unregister(name)
+def _vector_case(cls):
+    """The suite's vector setup for an unregistered class (the suite never needs the registry)."""
+    return next(case for case in cases(cls)[0] if case.setup == "vector")
 
 
-def test_batchnorm_running_statistics_pass_the_batch_composition_check(registered):
-    check_batch_composition_invariance(registered("test-batchnorm-mean", _BatchNormMean), conformance_data())
+def test_batchnorm_running_statistics_pass_the_batch_composition_check():
+    check_batch_composition_invariance(_vector_case(_BatchNormMean))
 
 
-def test_eval_batch_statistics_fail_the_batch_composition_check(registered):
+def test_eval_batch_statistics_fail_the_batch_composition_check():
     with pytest.raises(AssertionError, match="batch_composition_invariance"):
-        check_batch_composition_invariance(registered("test-eval-batch-centred", _EvalBatchCentred),
-                                           conformance_data())
+        check_batch_composition_invariance(_vector_case(_EvalBatchCentred))

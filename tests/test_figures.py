@@ -13,6 +13,7 @@ from mlmm.components.factorised import FactorisedFusion, is_factorised
 from mlmm.data.datasets import make_synthetic
 from mlmm.experiment import ExperimentConfig, run_seed
 from mlmm.methods import METHODS
+from mlmm.methods.base import Output
 from mlmm.methods.representation_composition.masked_mean import MaskedMeanFusion
 from mlmm.metrics.calibration import expected_calibration_error, softmax
 from mlmm.metrics.efficiency import PeakMemory, latency_per_subset_size, parameter_counts, timed_predict
@@ -27,6 +28,7 @@ from mlmm.metrics.robustness import (
 )
 from mlmm.metrics.task import classification_metrics, confusion_metrics
 from mlmm.missing.functional import entry_rate_mask
+from mlmm.testing import run_conformance
 from mlmm.train.loop import TrainConfig, Trainer, build_method
 
 FACTORISED = ("masked-mean", "masked-max", "sign-max", "late-ensemble", "infonce-align")
@@ -130,11 +132,13 @@ def test_factorised_capability_is_declared_where_expected() -> None:
         assert issubclass(METHODS.get(name), FactorisedFusion)
     assert not issubclass(METHODS.get("zero-fill"), FactorisedFusion)
 
-    class OwnForward(MaskedMeanFusion):  # overriding forward loses the capability
+    class OwnForward(MaskedMeanFusion):  # a forward that is no longer encode-then-fuse breaks the declaration
         def forward(self, batch):
-            return super().forward(batch)
+            return Output(super().forward(batch).logits + 1.0)
 
-    assert not is_factorised(OwnForward(make_synthetic(n_samples=30, seed=0).spec))
+    assert is_factorised(OwnForward(make_synthetic(n_samples=30, seed=0).spec))  # inherited, so declared...
+    with pytest.raises(AssertionError, match="declares Capability.FACTORISED, but fuse_embeddings"):
+        run_conformance(OwnForward, ["declared_capabilities"], setups=["vector"])  # ... and the suite catches it
 
 
 @pytest.mark.parametrize("name", ALL_FACTORISED)

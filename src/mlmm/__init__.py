@@ -21,7 +21,7 @@ from .data import (
     make_splits,
 )
 from .experiment import ExperimentConfig, run_experiment
-from .methods.base import clone
+from .methods.base import Capability, clone
 from .metrics.evaluate import evaluate, evaluate_subsets
 from .missing import PROTOCOLS, Scenario, make_protocol, realised_missingness
 from .train import FitSteps, FittedModel, TrainConfig, Trainer, build_method, load
@@ -29,7 +29,8 @@ from .train import FitSteps, FittedModel, TrainConfig, Trainer, build_method, lo
 __version__ = "0.1.0"
 
 __all__ = [
-    "Batch", "CATEGORIES", "DatasetSpec", "ExperimentConfig", "FitSteps", "FittedModel", "METHODS", "MethodInfo",
+    "Batch", "CATEGORIES", "Capability", "DatasetSpec", "ExperimentConfig", "FitSteps", "FittedModel", "METHODS",
+    "MethodInfo",
     "MissingModalityModel", "ModalitySpec", "MultimodalDataset", "Output", "PROTOCOLS", "Scenario",
     "Standardizer", "TaskSpec", "TrainConfig", "Trainer", "build_method", "clone", "dataset_infos", "evaluate",
     "evaluate_subsets", "load", "load_dataset", "make_protocol", "make_splits", "realised_missingness",

@@ -19,8 +19,18 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+def _qualified_name(obj: object) -> str | None:
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    return f"{module}.{qualname}" if module and qualname else None
+
+
 class Registry(Generic[T]):
-    """Name -> component, with a clear error for unknown names."""
+    """Name -> component, with a clear error for unknown names.
+
+    Registering a name twice is an error, except for the same qualified object
+    (module + qualname) registered again: re-running a notebook cell or reloading a
+    module that defines a class re-creates it, and the new definition replaces the old.
+    """
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -29,7 +39,11 @@ class Registry(Generic[T]):
     def register(self, name: str) -> Callable[[T], T]:
         def decorate(obj: T) -> T:
             if name in self._items:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+                old = self._items[name]
+                same = _qualified_name(old) is not None and _qualified_name(old) == _qualified_name(obj)
+                if not same:
+                    raise ValueError(f"{self.kind} {name!r} is registered twice ({_qualified_name(old)} and "
+                                     f"{_qualified_name(obj)})")
             self._items[name] = obj
             return obj
 

@@ -1,7 +1,7 @@
 """Streaming prediction: feed time steps as they arrive, with sensors dropping in and out.
 
-``Streamer`` wraps a trained streaming method (one with ``stream_init`` /
-``stream_step``, e.g. ``streaming-gru``) together with the preprocessing it
+``Streamer`` wraps a trained streaming method (one declaring ``Capability.STREAMING``:
+``stream_init`` / ``stream_step``, e.g. ``streaming-gru``) together with the preprocessing it
 was trained under, takes *raw* frames one step at a time and returns a
 prediction and an uncertainty at every step, with constant work per step.
 
@@ -24,6 +24,7 @@ from .data.base import MultimodalDataset
 from .data.batch import Batch
 from .data.spec import DatasetSpec
 from .data.timemask import observed_steps
+from .methods.base import Capability
 from .methods.representation_composition.streaming_gru import normalised_entropy
 from .train.loop import FittedModel
 
@@ -55,9 +56,10 @@ class Streamer:
 
     def __init__(self, model: FittedModel) -> None:
         method = model.method
-        if not (hasattr(method, "stream_init") and hasattr(method, "stream_step")):
-            name = getattr(method, "method_name", type(method).__name__)
-            raise ValueError(f"method {name!r} cannot stream (no stream_init/stream_step); use e.g. streaming-gru")
+        if not method.has(Capability.STREAMING):
+            name = method.method_name or type(method).__name__
+            raise ValueError(f"method {name!r} cannot stream (it does not declare Capability.STREAMING); "
+                             "use e.g. streaming-gru")
         self.model = model
         self.spec: DatasetSpec = model.spec
         self._state = None

@@ -28,15 +28,16 @@ def cmd_listing(args: argparse.Namespace) -> None:
     elif args.command == "methods":
         infos = [{"name": n, **METHODS.get(n).info.as_dict(), "module": METHODS.get(n).__module__}
                  for n in METHODS.names()]
-        rows = [[d["name"], d["category"], d["fusion"], "yes" if d["recovers_missing"] else "no",
-                 "yes" if d["needs_complete_train"] else "no", ", ".join(d["unsupported_kinds"]) or "-",
-                 d["module"].removeprefix("mlmm.methods.")]
+        rows = [[d["name"], d["category"], d["fusion"], ", ".join(d["capabilities"]) or "-",
+                 ", ".join(d["unsupported_kinds"]) or "-", d["module"].removeprefix("mlmm.methods.")]
                 for d in infos]
-        header = ["method", "category", "fusion", "recovers missing", "needs complete train", "does not take",
-                  "module (mlmm.methods.)"]
-        # Why a method does not take a kind, below the table (too long for a cell).
+        # Capabilities are the declared ones (mlmm.Capability; recovers = recovers missing modalities).
+        header = ["method", "category", "fusion", "capabilities", "does not take", "module (mlmm.methods.)"]
+        # Why a method does not take a kind or a user encoder, below the table (too long for a cell).
         notes = [f"{d['name']} does not take {kind}: {why}" for d in infos
                  for kind, why in d["unsupported_kinds"].items()]
+        notes += [f"{d['name']} keeps its own encoders for {'all' if kind == '*' else kind} modalities: {why}"
+                  for d in infos for kind, why in d["fixed_encoders"].items()]
     else:
         infos = protocol_infos()
         rows = [[d["name"], d["definition"]] for d in infos]

@@ -21,7 +21,6 @@ from ..data.spec import DatasetSpec
 from ..methods.base import MissingModalityModel, Output
 from .encoders import PerModalityEncoders
 from .factorised import FactorisedFusion
-from .heads import mlp_head
 from .pooling import masked_mean
 
 
@@ -35,14 +34,14 @@ class AlignedFusion(FactorisedFusion, MissingModalityModel):
     """
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, proj_dim: int = 128, hidden: int | None = None,
-                 dropout: float = 0.5, weight: float = 0.1) -> None:
-        super().__init__(spec)
+                 dropout: float = 0.5, weight: float = 0.1, **components) -> None:
+        super().__init__(spec, **components)
         if weight < 0:
             raise ValueError(f"weight must be >= 0, got {weight}")
         self.weight = float(weight)
-        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
         self.projections = nn.ModuleDict({m.name: nn.Linear(embed_dim, proj_dim) for m in spec.modalities})
-        self.head = mlp_head(proj_dim, spec.task.output_dim, hidden=proj_dim, dropout=dropout)
+        self.head = self.components.make_head(proj_dim, spec.task.output_dim, hidden=proj_dim, dropout=dropout)
 
     def embed(self, batch: Batch) -> Tensor:
         """(B, M, P) aligned embeddings u_m (values at missing slots are meaningless; mask them)."""

@@ -18,7 +18,6 @@ from ..data.preprocess import Standardizer
 from ..data.spec import DatasetSpec, ModalitySpec
 from ..methods.base import MissingModalityModel, Output, mask_column
 from .encoders import build_encoder
-from .heads import mlp_head
 
 
 def early_fusion_layout(spec: DatasetSpec) -> ModalitySpec:
@@ -40,11 +39,13 @@ class FillEarlyFusion(MissingModalityModel, abc.ABC):
     """Abstract: subclasses define the fill value f_m of every modality in ``fill_values``."""
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None,
-                 dropout: float = 0.5) -> None:
-        super().__init__(spec)
+                 dropout: float = 0.5, **components) -> None:
+        super().__init__(spec, **components)
         self.layout = early_fusion_layout(spec)
+        # One encoder over the fused input: the subclasses declare per-modality encoders fixed.
+        # One encoder over the fused input: the subclasses declare per-modality encoders fixed.
         self.encoder = build_encoder(self.layout, embed_dim, hidden=hidden, dropout=dropout)
-        self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
+        self.head = self.components.make_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
         for m in spec.modalities:
             self.register_buffer(f"fill_{m.name}", torch.zeros(m.shape))
 
@@ -56,13 +57,26 @@ class FillEarlyFusion(MissingModalityModel, abc.ABC):
         for name, value in self.fill_values(train, standardizer).items():
             getattr(self, f"fill_{name}").copy_(value)
 
-    def fuse(self, batch: Batch) -> Tensor:
-        """Constant-filled modalities + indicators -> the early-fusion tensor (B, *layout.shape)."""
-        filled = []
+    def filled(self, batch: Batch) -> list[Tensor]:
+        """Every modality (B, *shape_m) in spec order, its missing rows replaced by the fill f_m
+        (under ``plain_fill`` by 0, the standardised training mean)."""
+        out = []
         for j, m in enumerate(self.spec.modalities):
             x = batch.inputs[m.name]
-            filled.append(torch.where(mask_column(batch.mask, j, x.dim()), x, getattr(self, f"fill_{m.name}")))
-        return self.concatenate(filled, batch.mask)
+            fill = torch.zeros((), dtype=x.dtype, device=x.device) if self.plain_fill else getattr(self,
+                                                                                                   f"fill_{m.name}")
+            out.append(torch.where(mask_column(batch.mask, j, x.dim()), x, fill))
+        return out
+
+    def recover(self, batch: Batch) -> dict[str, Tensor]:
+        """Modality -> x̃_m (B, *shape_m) in standardised input space: x_m where present, the
+        constant fill f_m where missing (what the early fusion reads): the recovery of a fill
+        method is its fill (zero-fill: raw zeros; mean-fill: the training mean)."""
+        return dict(zip(self.spec.modality_names, self.filled(batch)))
+
+    def fuse(self, batch: Batch) -> Tensor:
+        """Constant-filled modalities + indicators -> the early-fusion tensor (B, *layout.shape)."""
+        return self.concatenate(self.filled(batch), batch.mask)
 
     def concatenate(self, filled: list[Tensor], mask: Tensor) -> Tensor:
         """Per-modality filled inputs (B, *shape_m) in spec order + the (B, M) mask as

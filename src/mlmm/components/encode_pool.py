@@ -19,7 +19,6 @@ from ..data.spec import DatasetSpec
 from ..methods.base import MissingModalityModel, Output
 from .encoders import PerModalityEncoders
 from .factorised import FactorisedFusion
-from .heads import mlp_head
 
 
 class EncodePoolFusion(FactorisedFusion, MissingModalityModel):
@@ -44,10 +43,10 @@ class EncodePoolFusion(FactorisedFusion, MissingModalityModel):
             cls.mean_then_head = False
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None,
-                 dropout: float = 0.5) -> None:
-        super().__init__(spec)
-        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
-        self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
+                 dropout: float = 0.5, **components) -> None:
+        super().__init__(spec, **components)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
+        self.head = self.components.make_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
 
     # forward = fuse_embeddings(encode_modalities(batch), mask) (FactorisedFusion), so
     # all-subsets evaluation encodes each modality once and re-runs only pool + head.

@@ -10,6 +10,7 @@ which do not depend on batch-mates either.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +18,9 @@ from torch import Tensor, nn
 from ..data.batch import Batch
 from ..data.spec import DatasetSpec, ModalitySpec
 from ..methods.base import mask_column
+
+if TYPE_CHECKING:
+    from .injection import ComponentChoices
 
 
 class VectorEncoder(nn.Module):
@@ -148,12 +152,16 @@ class PerModalityEncoders(nn.Module):
     callers must still ignore the embeddings at missing slots.
     """
 
-    def __init__(self, spec: DatasetSpec, embed_dim: int, hidden: int | None = None, dropout: float = 0.1) -> None:
+    def __init__(self, spec: DatasetSpec, embed_dim: int, hidden: int | None = None, dropout: float = 0.1,
+                 choices: ComponentChoices | None = None) -> None:
+        """choices: the method's injected components (``self.components``); None: every
+        modality gets its kind's default encoder."""
         super().__init__()
+        from .injection import ComponentChoices  # injection builds on this module's encoders
+
         self.spec = spec
-        self.encoders = nn.ModuleDict(
-            {m.name: build_encoder(m, embed_dim, hidden=hidden, dropout=dropout) for m in spec.modalities}
-        )
+        choices = choices if choices is not None else ComponentChoices(spec)
+        self.encoders = choices.encoders_for(spec, embed_dim, hidden=hidden, dropout=dropout)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         zs = []

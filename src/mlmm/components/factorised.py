@@ -5,14 +5,13 @@ Methods whose ``forward`` is "encode every modality on its own, then fuse the
 subsets at the cost of one encoding pass plus 2^M - 1 (cheap) fusions,
 instead of 2^M - 1 full passes (``mlmm.metrics.evaluate.evaluate_subsets``).
 
-A method declares the capability by inheriting from ``FactorisedFusion``
-(before ``MissingModalityModel``) and implementing ``encode_modalities`` and
-``fuse_embeddings``; its ``forward`` is then the mixin's, by construction
-``fuse_embeddings(encode_modalities(batch), batch.mask)``. The capability is
-the class attribute ``factorised_forward``, declared when the class is created:
-a subclass that defines its own ``forward`` without re-declaring
-``factorised_forward = True`` loses it, so the fast path can never run a
-computation the method does not.
+A method declares the capability ``Capability.FACTORISED`` in its ``MethodInfo``,
+inherits from ``FactorisedFusion`` (before ``MissingModalityModel``) and implements
+``encode_modalities`` and ``fuse_embeddings``; its ``forward`` is then the mixin's, by
+construction ``fuse_embeddings(encode_modalities(batch), batch.mask)``. The conformance
+suite checks the declaration both ways (a declared method's forward equals the
+fusion of its encoding; a method using the mixin's forward declares it), so the
+fast path never runs a computation the method does not.
 
 Why ``fuse_embeddings`` returns an ``Output`` rather than bare logits: some
 methods' losses need per-modality terms from the fusion (late-ensemble's member
@@ -24,7 +23,6 @@ for something else.
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -49,14 +47,6 @@ class FactorisedFusion(abc.ABC):
       reads ``z[b, m]`` only where ``mask[b, m]``, so it may be called with any
       mask narrower than the one ``z`` was encoded under.
     """
-
-    #: Declared: forward is exactly fuse_embeddings(encode_modalities(batch), batch.mask).
-    factorised_forward: ClassVar[bool] = True
-
-    def __init_subclass__(cls, **kwargs) -> None:
-        super().__init_subclass__(**kwargs)
-        if "forward" in vars(cls) and "factorised_forward" not in vars(cls):
-            cls.factorised_forward = False  # its own forward: the promise no longer holds
 
     # Abstract: a class that mixes in FactorisedFusion and leaves out either part cannot be built.
     @abc.abstractmethod
@@ -97,6 +87,11 @@ class FactorisedFusion(abc.ABC):
 
 
 def is_factorised(method: object) -> bool:
-    """True when ``method`` (an instance or a class) is a ``FactorisedFusion`` that declares ``factorised_forward``."""
-    cls = method if isinstance(method, type) else type(method)
-    return issubclass(cls, FactorisedFusion) and cls.factorised_forward
+    """True when ``method`` (an instance or a class) declares ``Capability.FACTORISED`` (the
+    conformance suite checks that a method declaring it computes ``forward`` as
+    ``fuse_embeddings(encode_modalities(batch), mask)``)."""
+    from ..methods.base import Capability
+
+    if isinstance(method, type):
+        return Capability.FACTORISED in method.info.capabilities
+    return method.has(Capability.FACTORISED)

@@ -37,8 +37,8 @@ class FixedFeatureLinear(MissingModalityModel):
     ``sequence_features`` / ``sequence_feature_dim`` (and ``build_transforms``) and set ``info``.
     """
 
-    def __init__(self, spec: DatasetSpec, dropout: float = 0.1) -> None:
-        super().__init__(spec)  # refuses the kinds in info.unsupported_kinds (FIXED_FEATURE_UNSUPPORTED)
+    def __init__(self, spec: DatasetSpec, dropout: float = 0.1, **components) -> None:
+        super().__init__(spec, **components)  # refuses the kinds in info.unsupported_kinds (FIXED_FEATURE_UNSUPPORTED)
         self.build_transforms(spec)
         dims = [self.feature_dim(j, m) for j, m in enumerate(spec.modalities)]
         for j, d in enumerate(dims):

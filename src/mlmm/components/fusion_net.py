@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ..data.batch import Batch
 from ..data.spec import DatasetSpec
 from .encoders import PerModalityEncoders
-from .heads import mlp_head
+from .injection import ComponentChoices
 from .pooling import masked_mean
 
 
@@ -24,10 +24,11 @@ class MaskedMeanNet(nn.Module):
     """
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None,
-                 dropout: float = 0.5) -> None:
+                 dropout: float = 0.5, choices: ComponentChoices | None = None) -> None:
         super().__init__()
-        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
-        self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
+        choices = choices if choices is not None else ComponentChoices(spec)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout, choices=choices)
+        self.head = choices.make_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
 
     def embed(self, batch: Batch) -> Tensor:
         """(B, D) fused embedding over the present modalities of ``batch``."""

@@ -19,7 +19,6 @@ from ..data.preprocess import Standardizer
 from ..data.spec import DatasetSpec, ModalitySpec
 from ..methods.base import MissingModalityModel, Output, mask_column
 from .encoders import PerModalityEncoders
-from .heads import mlp_head
 
 
 class FlatDecoder(nn.Module):
@@ -39,27 +38,28 @@ class FlatDecoder(nn.Module):
         return self.net(h).reshape(h.shape[0], *self.shape)
 
 
-def hide_bernoulli(mask: Tensor, p: float) -> Tensor:
+def hide_bernoulli(mask: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
     """Each present entry of the (B, M) mask hidden with probability ``p``; a sample that would
     lose everything keeps one present modality, drawn uniformly. Returns (B, M) bool ⊆ ``mask``.
 
     Uses torch's global RNG (the training loop seeds it) with a data-independent number of draws.
     """
-    hidden = (torch.rand(mask.shape, device=mask.device) < p) & mask
+    hidden = (torch.rand(mask.shape, device=mask.device, generator=generator) < p) & mask
     kept = mask & ~hidden
-    scores = torch.rand(mask.shape, device=mask.device).masked_fill(~mask, -1.0)
+    scores = torch.rand(mask.shape, device=mask.device, generator=generator).masked_fill(~mask, -1.0)
     rescue = torch.zeros_like(mask).scatter_(1, scores.argmax(dim=1, keepdim=True), True) & mask
     return kept | (rescue & ~kept.any(dim=1, keepdim=True))
 
 
-def keep_random_subset(mask: Tensor) -> Tensor:
+def keep_random_subset(mask: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """A uniformly sized random non-empty subset of each sample's present modalities (ActionMAE's
     masking, drawn per sample): keep k ~ U{1..n_b} of the n_b present entries, chosen uniformly.
-    (B, M) bool -> (B, M) bool ⊆ ``mask``; an empty row stays empty. Global RNG, as ``hide_bernoulli``."""
-    scores = torch.rand(mask.shape, device=mask.device).masked_fill(~mask, -1.0)
+    (B, M) bool -> (B, M) bool ⊆ ``mask``; an empty row stays empty. Draws from ``generator``, as
+    ``hide_bernoulli``."""
+    scores = torch.rand(mask.shape, device=mask.device, generator=generator).masked_fill(~mask, -1.0)
     rank = scores.argsort(dim=1, descending=True).argsort(dim=1)  # 0 = highest score; absent rank last
     n_present = mask.sum(dim=1, keepdim=True)
-    keep_count = (torch.rand(mask.shape[0], 1, device=mask.device) * n_present).floor().long() + 1
+    keep_count = (torch.rand(mask.shape[0], 1, device=mask.device, generator=generator) * n_present).floor().long() + 1
     return mask & (rank < keep_count)
 
 
@@ -103,14 +103,14 @@ class GeneratedFillModel(MissingModalityModel, abc.ABC):
     """
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
-                 recon_weight: float = 1.0) -> None:
-        super().__init__(spec)
+                 recon_weight: float = 1.0, **components) -> None:
+        super().__init__(spec, **components)
         if recon_weight < 0:
             raise ValueError(f"recon_weight must be >= 0, got {recon_weight}")
         self.recon_weight = float(recon_weight)
-        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
         self.generated_marker = nn.Parameter(torch.zeros(spec.n_modalities, embed_dim))
-        self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
+        self.head = self.components.make_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
         for m in spec.modalities:
             self.register_buffer(f"fill_{m.name}", torch.zeros(m.shape))
 
@@ -133,6 +133,10 @@ class GeneratedFillModel(MissingModalityModel, abc.ABC):
             present = train.inputs[m.name][train.mask[:, j]]
             value = present.mean(dim=0) if present.shape[0] else torch.zeros(m.shape)
             getattr(self, f"fill_{m.name}").copy_(value)
+
+    def plain_fill_value(self, name: str) -> Tensor:
+        """The training mean of the modality (set by ``prepare``), what ``plain_fill`` puts in place."""
+        return getattr(self, f"fill_{name}")
 
     def recover(self, batch: Batch) -> dict[str, Tensor]:
         """Modality -> x̂_m (B, *shape_m) generated from the sample's *other* present modalities

@@ -12,7 +12,6 @@ from ..data.batch import Batch
 from ..data.spec import DatasetSpec
 from ..methods.base import MissingModalityModel
 from .encoders import PerModalityEncoders
-from .heads import mlp_head
 from .pooling import masked_mean
 from .pretrained_backbone import FrozenBackbone, FrozenTextReader
 
@@ -45,8 +44,8 @@ class SoftTokenTransformer(MissingModalityModel):
 
     def __init__(self, spec: DatasetSpec, backbone: str | os.PathLike | None = None, pool: str = "cls",
                  hidden: int | None = None, head_hidden: int = 128, dropout: float = 0.1,
-                 text_reader: str = "auto") -> None:
-        super().__init__(spec)
+                 text_reader: str = "auto", **components) -> None:
+        super().__init__(spec, **components)
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
         if text_reader not in TEXT_READERS:
@@ -54,7 +53,7 @@ class SoftTokenTransformer(MissingModalityModel):
         self.pool = pool
         self.backbone = FrozenBackbone(backbone)
         width = self.backbone.hidden_size
-        self.projections = PerModalityEncoders(spec, width, hidden=hidden, dropout=dropout)
+        self.projections = PerModalityEncoders(spec, width, hidden=hidden, dropout=dropout, choices=self.components)
         vocab = int(self.backbone.model.config.vocab_size)
         for m in spec.modalities:
             if m.kind == "text" and (text_reader == "backbone" or text_reader == "auto" and m.vocab_size == vocab):
@@ -63,7 +62,7 @@ class SoftTokenTransformer(MissingModalityModel):
                 reader = FrozenTextReader(backbone, m.vocab_size, m.pad_id, m.name)
                 self.projections.encoders[m.name] = nn.Sequential(reader, nn.Linear(reader.hidden_size, width))
         self.summary = nn.Parameter(0.02 * torch.randn(width))
-        self.head = mlp_head(width, spec.task.output_dim, hidden=head_hidden, dropout=dropout)
+        self.head = self.components.make_head(width, spec.task.output_dim, hidden=head_hidden, dropout=dropout)
 
     @property
     def width(self) -> int:

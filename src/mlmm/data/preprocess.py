@@ -7,7 +7,7 @@ It is an ``nn.Module`` with buffers so it travels with the model in
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -29,16 +29,30 @@ _STAT_SHAPE = {
 class Standardizer(nn.Module):
     """x -> (x - mean) / std for present entries; masked-out slots stay exactly 0.
 
-    Text modalities (token ids) pass through untouched. Images stored as uint8 are
+    ``modes``: modality name -> "standardise" (the default for vector, sequence and
+    image modalities) or "none" (values pass through untouched, e.g. for an encoder
+    that applies its own normalisation; masked-out slots are still zeroed). Text
+    modalities (token ids) always pass through untouched. Images stored as uint8 are
     scaled to [0, 1] float32 first (``mlmm.data.batch.float_values``), so what comes
-    out is always float.
+    out of a float modality is always float.
     """
 
-    def __init__(self, spec: DatasetSpec) -> None:
+    def __init__(self, spec: DatasetSpec, modes: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self.spec = spec
+        modes = dict(modes or {})
+        unknown = sorted(set(modes) - set(spec.modality_names))
+        if unknown:
+            raise ValueError(f"preprocessing modes for unknown modality {', '.join(map(repr, unknown))}; "
+                             f"dataset {spec.name!r} has {', '.join(spec.modality_names)}")
+        for name, mode in modes.items():
+            if mode not in ("standardise", "none"):
+                raise ValueError(f"preprocessing of modality {name!r} must be 'standardise' or 'none', got {mode!r}")
+        #: modality name -> "standardise" | "none", for every modality.
+        self.modes = {m.name: ("none" if m.kind not in _STAT_SHAPE else modes.get(m.name, "standardise"))
+                      for m in spec.modalities}
         for m in spec.modalities:
-            if m.kind in _STAT_SHAPE:
+            if self.modes[m.name] == "standardise":
                 stat_shape = _STAT_SHAPE[m.kind](m.shape)
                 self.register_buffer(f"mean_{m.name}", torch.zeros(stat_shape))
                 self.register_buffer(f"std_{m.name}", torch.ones(stat_shape))
@@ -49,7 +63,7 @@ class Standardizer(nn.Module):
         sequence with a time mask, from its observed steps only (the zeros at unobserved
         steps are not data)."""
         for j, m in enumerate(self.spec.modalities):
-            if m.kind not in _STAT_SHAPE:
+            if self.modes[m.name] != "standardise":
                 continue
             x = float_values(batch.inputs[m.name][batch.mask[:, j]]).double()
             if batch.time_mask is not None and m.name in batch.time_mask:
@@ -113,7 +127,7 @@ class Standardizer(nn.Module):
     def transform_values(self, name: str, x: Tensor) -> Tensor:
         """Standardise raw values of modality ``name`` regardless of the mask: (B, *shape) -> same."""
         x = float_values(x)
-        if not hasattr(self, f"mean_{name}"):
+        if self.modes.get(name) != "standardise":
             return x
         return (x - getattr(self, f"mean_{name}")) / getattr(self, f"std_{name}")
 
@@ -121,7 +135,7 @@ class Standardizer(nn.Module):
         inputs = {}
         for j, m in enumerate(self.spec.modalities):
             x = batch.inputs[m.name]
-            if m.kind in _STAT_SHAPE:
+            if m.kind in _STAT_SHAPE:  # float modalities: zeros at masked-out slots (and unobserved steps)
                 x = float_values(x)
                 keep = batch.mask[:, j].reshape(-1, *([1] * len(m.shape)))
                 if batch.time_mask is not None and m.name in batch.time_mask:  # unobserved steps stay 0

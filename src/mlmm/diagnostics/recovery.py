@@ -6,9 +6,9 @@ For a method with ``info.recovers_missing`` trained under a scenario, on the tes
   but masked by the protocol, the recovered value r = ``recover(masked)[m]`` against the
   truth t: MSE (mean over features) and cosine(r, t) (flattened), averaged over slots.
   Input space: t is the standardised input. Embedding space: t is the method's own
-  embedding of the really-present modality, taken as ``recovery_target(batch)[m]`` if the
-  method defines it, else ``recover(complete batch)[m]`` (methods whose recover returns
-  their encoder's embedding at present slots); ``truth`` in the result says which. The
+  embedding of the really-present modality, ``recovery_target(complete batch)[m]`` (by
+  default ``recover`` of the complete batch: methods whose recover returns their encoder's
+  embedding at present slots; mmin overrides it with its teacher's embedding). The
   plain fill's MSE is reported next to it (the training mean / zeros) as the bar to beat.
 * reliance — the same masked test split with ``plain_fill = True``: the fraction of
   incomplete samples whose prediction changes, and accuracy with recovery minus accuracy
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.base import MultimodalDataset
-from ..methods.base import MissingModalityModel
+from ..methods.base import Capability, MissingModalityModel
 from ..train.loop import FittedModel
 from .forward import forward_all
 
@@ -39,11 +39,10 @@ MIN_MARGIN = 0.005
 
 
 def _check_recovering(method: MissingModalityModel) -> None:
-    info = method.info
-    if not info.recovers_missing:
+    if not method.has(Capability.RECOVERS):
         raise ValueError(f"method {type(method).__name__} does not recover missing modalities "
-                         "(info.recovers_missing is False)")
-    if info.recovery_space not in ("input", "embedding"):
+                         "(it does not declare Capability.RECOVERS)")
+    if method.recovery_space not in ("input", "embedding"):
         raise ValueError(f"method {type(method).__name__} declares no recovery_space ('input' or 'embedding'), "
                          "so recovered values cannot be compared with a truth")
 
@@ -69,17 +68,14 @@ def _recover(model: FittedModel, batch, batch_size: int = 1024) -> dict[str, tor
 @torch.no_grad()
 def _truth(model: FittedModel, complete, batch_size: int = 1024) -> tuple[dict[str, torch.Tensor], str]:
     method = model.method
-    if method.info.recovery_space == "input":
+    if method.recovery_space == "input":
         std = model.standardizer(complete)
         return {k: v.float() for k, v in std.inputs.items()}, "standardised input"
-    hook = getattr(method, "recovery_target", None)
-    if hook is None:
-        return _recover(model, complete, batch_size), "recover(complete) at present slots"
     device = next(model.parameters(), torch.empty(0)).device
     was_training = model.training
     model.eval()
     try:
-        parts = [hook(model.standardizer(complete.select(slice(i, i + batch_size)).to(device)))
+        parts = [method.recovery_target(model.standardizer(complete.select(slice(i, i + batch_size)).to(device)))
                  for i in range(0, complete.size, batch_size)]
     finally:
         model.train(was_training)
@@ -87,13 +83,13 @@ def _truth(model: FittedModel, complete, batch_size: int = 1024) -> tuple[dict[s
 
 
 def _plain_values(model: FittedModel, name: str, like: torch.Tensor) -> torch.Tensor:
-    """The plain fill in the recovery space: 0 (embedding; also the standardised training mean
-    up to the fill method's own estimate) — the value ``plain_fill`` substitutes."""
-    method = model.method
-    buf = getattr(method, f"fill_{name}", None)
-    if method.info.recovery_space == "input" and isinstance(buf, torch.Tensor):
-        return buf.float().cpu().expand_as(like)
-    return torch.zeros_like(like)
+    """The plain fill in the recovery space — the value ``plain_fill`` substitutes: the method's
+    ``plain_fill_value(name)`` (input space: its training-mean fill), else 0 (embedding space;
+    also the standardised training mean up to the method's own estimate)."""
+    value = model.method.plain_fill_value(name)
+    if value is None:
+        return torch.zeros_like(like)
+    return value.float().cpu().expand_as(like)
 
 
 def recovery_fidelity(model: FittedModel, test: MultimodalDataset, test_masked: MultimodalDataset,
@@ -129,7 +125,7 @@ def recovery_fidelity(model: FittedModel, test: MultimodalDataset, test_masked: 
                  "mse_plain": float(plain.mean())}
     else:
         total = {"n_slots": 0, "mse": float("nan"), "cosine": float("nan"), "mse_plain": float("nan")}
-    return {"space": model.method.info.recovery_space, "truth": source, **total, "per_modality": per}
+    return {"space": model.method.recovery_space, "truth": source, **total, "per_modality": per}
 
 
 def recovery_reliance(model: FittedModel, test_masked: MultimodalDataset, batch_size: int = 1024) -> dict:
@@ -182,13 +178,8 @@ def verdict(gains: list[float], changed: list[float]) -> dict:
 
 
 def recovering_methods() -> list[str]:
-    """Registered methods that declare ``recovers_missing`` and override ``recover``."""
+    """Registered methods that declare ``Capability.RECOVERS`` (the conformance suite checks
+    that each of them implements ``recover`` in its ``recovery_space``)."""
     from ..methods import METHODS
 
-    out = []
-    for name in METHODS.names():
-        cls = METHODS.get(name)
-        if cls.info.recovers_missing and cls.recover is not MissingModalityModel.recover \
-                and cls.info.recovery_space is not None:
-            out.append(name)
-    return out
+    return [name for name in METHODS.names() if METHODS.get(name).info.has(Capability.RECOVERS)]

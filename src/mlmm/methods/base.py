@@ -9,11 +9,12 @@ terms. The training loop (``mlmm.train.loop``) exists once and calls these.
 from __future__ import annotations
 
 import copy
+import enum
 import functools
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,10 @@ from torch import Tensor, nn
 
 from ..data.batch import Batch
 from ..data.preprocess import Standardizer
-from ..data.spec import MODALITY_KINDS, DatasetSpec
+from ..data.spec import MODALITY_KINDS, TASK_KINDS, DatasetSpec
+
+if TYPE_CHECKING:  # components build on this module (mask_column): import them at call time
+    from ..components.injection import EncoderChoice, HeadChoice
 
 CATEGORIES = (
     "modality-composition",
@@ -40,12 +44,48 @@ CATEGORIES = (
 FUSION_STAGES = ("early", "intermediate", "late", "hybrid")
 
 
+class Capability(str, enum.Enum):
+    """An optional behaviour of a method, declared (never probed) and conformance-checked.
+
+    A method declares its capabilities once, in ``MethodInfo.capabilities`` (wrappers
+    such as ``deep-ensemble`` report their members' through the instance property
+    ``MissingModalityModel.capabilities``). Declaring one is a promise in both
+    directions, checked by ``mlmm.testing.run_conformance``: a method that declares it
+    implements it, and a method that behaves so declares it.
+    """
+
+    #: ``prepare(train, standardizer)`` fits buffers on the standardised training set.
+    PREPARES = "prepares"
+    #: ``stages()`` lists more than one training stage; ``set_stage`` switches between them.
+    MULTI_STAGE = "multi-stage"
+    #: ``after_step()`` updates state after every optimiser step (e.g. an EMA teacher).
+    AFTER_STEP = "after-step"
+    #: ``calibrate(val)`` fits buffers on held-out data after training (e.g. a routing table).
+    CALIBRATES = "calibrates"
+    #: ``recover(batch)`` returns what the method puts in place of each modality, in
+    #: ``recovery_space``; ``plain_fill = True`` swaps it for a plain fill.
+    RECOVERS = "recovers"
+    #: ``encode_modalities`` / ``fuse_embeddings`` / ``fuse_subsets`` (``FactorisedFusion``):
+    #: encode once, fuse per modality subset.
+    FACTORISED = "factorised"
+    #: ``stream_init`` / ``stream_step``: predictions step by step with constant work per step.
+    STREAMING = "streaming"
+    #: Training data must be complete; the training loop refuses incomplete samples.
+    NEEDS_COMPLETE_TRAIN = "needs-complete-train"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class MethodInfo:
     """Metadata every registered method carries (shown by ``mlmm methods``).
 
     deviations: conformance check name -> reason the method is exempt. The
     conformance suite skips exactly these checks and prints the reason.
+    capabilities: the optional behaviours the method implements (``Capability``). The two
+    that every method states, ``recovers_missing`` and ``needs_complete_train``, are
+    declared by those fields and added here (listing them here as well must agree).
     """
 
     category: str
@@ -58,9 +98,18 @@ class MethodInfo:
     #: Where a method with ``recovers_missing`` recovers: "input" (x̂_m, shaped like the
     #: modality) or "embedding" (ẑ_m, (B, D)); None for methods that recover nothing.
     recovery_space: str | None = None
-    #: Modality kinds the method does not take, kind -> why (shown by ``mlmm methods``).
-    #: Building it on a spec holding such a modality is a ``ValueError`` quoting the reason.
+    #: Modality kinds ("vector", "sequence", "image", "text") and task kinds ("classification",
+    #: "regression") the method does not take, kind -> why (shown by ``mlmm methods``).
+    #: Building it on such a spec is a ``ValueError`` quoting the reason; the conformance
+    #: suite builds data of every other kind and reports these as skipped with their reason.
     unsupported_kinds: Mapping[str, str] = field(default_factory=dict)
+    capabilities: Set[Capability] = frozenset()
+    #: Modality kind ("vector", "sequence", "image", "text", or "*" for every kind) -> why
+    #: this method cannot take a user encoder for modalities of that kind (e.g. early
+    #: fusion encodes all modalities together). Empty: every modality's encoder is injectable.
+    fixed_encoders: Mapping[str, str] = field(default_factory=dict)
+    #: Why this method cannot take a user head (None: ``head=`` replaces its fused head).
+    fixed_head: str | None = None
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:
@@ -69,9 +118,28 @@ class MethodInfo:
             raise ValueError(f"fusion stage {self.fusion!r} is not one of {FUSION_STAGES}")
         if self.recovery_space not in (None, "input", "embedding"):
             raise ValueError(f"recovery_space {self.recovery_space!r} is not None, 'input' or 'embedding'")
-        unknown = sorted(set(self.unsupported_kinds) - set(MODALITY_KINDS))
+        kinds = MODALITY_KINDS + TASK_KINDS
+        unknown = sorted(set(self.unsupported_kinds) - set(kinds))
         if unknown:
-            raise ValueError(f"unsupported_kinds names {unknown[0]!r}, not a modality kind {MODALITY_KINDS}")
+            raise ValueError(f"unsupported_kinds names {unknown[0]!r}, not a modality or task kind {kinds}")
+        unknown = sorted(set(self.fixed_encoders) - {"*", *MODALITY_KINDS})
+        if unknown:
+            raise ValueError(f"fixed_encoders names {unknown[0]!r}, not '*' or a modality kind {MODALITY_KINDS}")
+        for what, mapping in (("unsupported_kinds", self.unsupported_kinds), ("fixed_encoders", self.fixed_encoders)):
+            blank = sorted(k for k, v in mapping.items() if not isinstance(v, str) or not v.strip())
+            if blank:
+                raise ValueError(f"{what}: kind(s) {blank} give no reason")
+        caps = frozenset(Capability(c) for c in self.capabilities)
+        for flag, cap in ((self.recovers_missing, Capability.RECOVERS),
+                          (self.needs_complete_train, Capability.NEEDS_COMPLETE_TRAIN)):
+            if cap in caps and not flag:
+                raise ValueError(f"capability {cap.value!r} is listed but its field says False")
+            if flag:
+                caps |= {cap}
+        object.__setattr__(self, "capabilities", caps)
+        if self.recovers_missing and self.recovery_space is None:
+            raise ValueError("a method that recovers missing modalities must say where: recovery_space "
+                             "'input' or 'embedding'")
 
     def check_kinds(self, spec: DatasetSpec, method: str) -> None:
         """Raise ``ValueError`` naming the first modality of ``spec`` whose kind ``method`` declares
@@ -80,6 +148,12 @@ class MethodInfo:
             if m.kind in self.unsupported_kinds:
                 raise ValueError(f"{method} does not take {m.kind} modalities (modality {m.name!r}): "
                                  f"{self.unsupported_kinds[m.kind]} (declared in its MethodInfo.unsupported_kinds)")
+        if spec.task.kind in self.unsupported_kinds:
+            raise ValueError(f"{method} does not take a {spec.task.kind} task: "
+                             f"{self.unsupported_kinds[spec.task.kind]} (declared in its MethodInfo.unsupported_kinds)")
+
+    def has(self, capability: Capability) -> bool:
+        return capability in self.capabilities
 
     def as_dict(self) -> dict:
         return {
@@ -92,6 +166,9 @@ class MethodInfo:
             "deviations": dict(self.deviations),
             "recovery_space": self.recovery_space,
             "unsupported_kinds": dict(self.unsupported_kinds),
+            "capabilities": sorted(c.value for c in self.capabilities),
+            "fixed_encoders": dict(self.fixed_encoders),
+            "fixed_head": self.fixed_head,
         }
 
 
@@ -181,28 +258,38 @@ class MissingModalityModel(nn.Module):
       ``__init__`` then refuses such a spec with that reason.
     - ``loss(batch, output) -> dict`` of named scalar terms; the loop
       optimises their sum. The default is the task loss alone.
-    - ``prepare(train, standardizer)`` (optional) sees the standardised
-      training set once before training, for fill values or memory banks.
-    - ``stages()`` lists training stages in order; the loop runs each with
-      its own early stopping and calls ``set_stage`` before it.
-    - ``calibrate(val)`` (optional) sees the standardised validation split once,
+    Optional behaviours are ``Capability`` values declared in ``info.capabilities``
+    (callers read ``method.capabilities``, never ``hasattr``); the hooks below are
+    no-ops unless the method declares the capability:
+    - ``prepare(train, standardizer)`` (PREPARES) sees the standardised training
+      set once before training, for fill values or memory banks.
+    - ``stages()`` (MULTI_STAGE) lists training stages in order; the loop runs each
+      with its own early stopping and calls ``set_stage`` before it.
+    - ``calibrate(val)`` (CALIBRATES) sees the standardised validation split once,
       after the last stage (best state loaded), in eval mode without gradients:
       for choices that need held-out data (e.g. a per-pattern router).
-    - ``after_step()`` (optional) runs after every optimiser step, e.g. to
-      move an EMA teacher towards the weights just updated. Default: nothing.
-    - ``training_control(stage)`` (optional) declares what the loop must do for a
+    - ``after_step()`` (AFTER_STEP) runs after every optimiser step, e.g. to
+      move an EMA teacher towards the weights just updated.
+    - ``recover(batch)`` (RECOVERS; used by the recover-or-not diagnostics) returns
+      what the method puts in place of each modality, and setting ``plain_fill =
+      True`` makes ``forward`` use a plain fill instead (zeros in embedding space,
+      the training mean in input space), so the diagnostics can measure how much
+      predictions rely on it.
+    - ``training_control(stage)`` declares what the loop must do for a
       stage (``StageControl``: its own schedule, a minimum epoch before early
       stopping selects, whether and how modality dropout applies). Default: the
       loop's ``TrainConfig`` decides everything.
 
-    Recovery (methods with ``info.recovers_missing``; used by the recover-or-not
-    diagnostics): ``recover(batch)`` returns what the method puts in place of
-    each modality, and setting ``plain_fill = True`` makes ``forward`` use a
-    plain fill instead (zeros in embedding space, the training mean in input
-    space), so the diagnostics can measure how much predictions rely on it.
+    Randomness: explicit draws inside a method (hiding modalities, sampling rows)
+    take ``generator=self.generator``, the ``torch.Generator`` the training loop hands
+    over with ``use_generator`` (None outside a loop: torch's default generator).
+    ``nn.Dropout`` draws from torch's global RNG, which ``Trainer.fit`` forks and seeds
+    (``seeded``), so a fit is deterministic for its seed without touching the caller's RNG.
     """
 
     info: ClassVar[MethodInfo]
+    #: The registry name, set by ``register_method`` (None for an unregistered class).
+    method_name: ClassVar[str | None] = None
     #: State that holds training data, by ``state_dict`` name relative to this method (a
     #: name also covers the names under it, e.g. ``"bank"``), with what saving does with it:
     #: ``None`` — not saved (only training uses it); a string — saved, and the string says
@@ -221,40 +308,105 @@ class MissingModalityModel(nn.Module):
         subclass reports its parameters without storing them itself."""
         return dict(self.__dict__.get("_init_params", {}))
 
-    def __init__(self, spec: DatasetSpec) -> None:
+    def __init__(self, spec: DatasetSpec, *, encoders: Mapping[str, EncoderChoice] | None = None,
+                 head: HeadChoice = None, preprocess: Mapping[str, str] | None = None) -> None:
+        """encoders / head / preprocess: the injected components (``mlmm.components.injection``);
+        every method forwards them here (``**components``) and builds its parts with
+        ``self.components``."""
+        from ..components.injection import ComponentChoices
+
         super().__init__()
-        info = getattr(type(self), "info", None)
+        label = self.method_name or type(self).__name__
+        info = getattr(type(self), "info", None)  # abstract bases and test helpers may have none
         if info is not None:
-            info.check_kinds(spec, getattr(type(self), "method_name", type(self).__name__))
+            info.check_kinds(spec, label)
         self.spec = spec
         self.stage = "main"
         #: When True, a recovering method's forward uses a plain fill instead of its recovery.
         self.plain_fill = False
+        self._generator: torch.Generator | None = None
+        self.components = ComponentChoices(spec, encoders or {}, head, preprocess or {})
+        for name in self.components.custom:
+            kind = spec.modality(name).kind
+            fixed = info.fixed_encoders if info is not None else {}
+            reason = fixed.get(kind) or fixed.get("*")
+            if reason:
+                raise ValueError(f"method {label!r} cannot take a user encoder for {kind} modality {name!r}: {reason}")
+        if head is not None and info is not None and info.fixed_head:
+            raise ValueError(f"method {label!r} cannot take a user head: {info.fixed_head}")
+
+    @property
+    def preprocessing(self) -> dict[str, str]:
+        """Modality name -> "standardise" | "none": what the training loop's ``Standardizer`` does to it."""
+        return self.components.preprocessing()
+
+    # ------------------------------------------------------------ declarations
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """This instance's capabilities: ``info.capabilities`` (wrappers report their members')."""
+        return frozenset(self.info.capabilities)
+
+    def has(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    @property
+    def recovery_space(self) -> str | None:
+        """Where ``recover`` recovers: "input", "embedding", or None (``info.recovery_space``)."""
+        return self.info.recovery_space
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The generator explicit random draws use (set by the training loop)."""
+        return self._generator
+
+    def use_generator(self, generator: torch.Generator | None) -> None:
+        """Hand every method module in this one (itself, members) the generator of its random draws."""
+        for module in self.modules():
+            if isinstance(module, MissingModalityModel):
+                module._generator = generator
+
+    # ------------------------------------------------------------ optional hooks
 
     def recover(self, batch: Batch) -> dict[str, Tensor]:
         """Modality name -> what the method recovers for it, for every sample: (B, *shape)
-        in input space or (B, D) in embedding space (``info.recovery_space``). Values at
+        in input space or (B, D) in embedding space (``recovery_space``). Values at
         present slots are whatever the method would compute there (callers compare
-        them with the truth on held-out slots). Only for methods that recover (they override
-        it and set ``info.recovers_missing``); on any other method it is a TypeError."""
-        raise TypeError(f"{type(self).__name__} recovers nothing (info.recovers_missing is False)")
+        them with the truth on held-out slots). Only for methods that declare RECOVERS;
+        on any other method it is a TypeError."""
+        raise TypeError(f"{type(self).__name__} recovers nothing (it does not declare Capability.RECOVERS)")
+
+    def plain_fill_value(self, name: str) -> Tensor | None:
+        """What ``plain_fill = True`` puts in place of modality ``name``, shaped like the modality
+        (input space), or None for zeros (embedding space, or the standardised training mean)."""
+        return None
+
+    def recovery_target(self, batch: Batch) -> dict[str, Tensor]:
+        """Modality name -> the truth ``recover`` is compared with at really-present slots,
+        in ``recovery_space``. Input space: the standardised input itself. Embedding space:
+        by default ``recover`` of the complete batch (methods whose recovery returns their
+        encoder's embedding at present slots); a method with a separate target overrides it."""
+        if self.recovery_space == "input":
+            return {name: x for name, x in batch.inputs.items()}
+        return self.recover(batch)
 
     def prepare(self, train: Batch, standardizer: Standardizer) -> None:
-        """Fit data-dependent buffers on the standardised training set. Default: nothing."""
+        """Fit data-dependent buffers on the standardised training set (PREPARES). Default: nothing."""
 
     def calibrate(self, val: Batch) -> None:
-        """Fit choices on the standardised validation split after training (called once by
-        ``Trainer.fit``, in eval mode under ``torch.no_grad``). Must only write buffers, so
-        the result travels in ``state_dict``. Default: nothing."""
+        """Fit choices on the standardised validation split after training (CALIBRATES; called
+        once by ``Trainer.fit``, in eval mode under ``torch.no_grad``). Must only write buffers,
+        so the result travels in ``state_dict``. Default: nothing."""
 
     def stages(self) -> tuple[str, ...]:
+        """Training stages in order (more than one: MULTI_STAGE)."""
         return ("main",)
 
     def set_stage(self, stage: str) -> None:
         self.stage = stage
 
     def after_step(self) -> None:
-        """Called by the training loop right after each ``optimiser.step()``. Default: nothing."""
+        """Called by the training loop right after each ``optimiser.step()`` (AFTER_STEP). Default: nothing."""
 
     def training_control(self, stage: str) -> StageControl:
         """What the loop must do for ``stage`` (see ``StageControl``). Default: the loop decides."""

@@ -12,7 +12,8 @@ def register_method(name: str):
     def decorate(cls: type[MissingModalityModel]) -> type[MissingModalityModel]:
         if not hasattr(cls, "info"):
             raise TypeError(f"method {name!r} ({cls.__name__}) has no MethodInfo in `info`")
-        cls.method_name = name
-        return METHODS.register(name)(cls)
+        METHODS.register(name)(cls)
+        cls.method_name = name  # only once registered: a refused class keeps no name
+        return cls
 
     return decorate

@@ -1,47 +1,41 @@
-"""Tools for testing methods: the conformance suite every registered method must pass.
+"""Tools for testing methods: the conformance suite, pointed at a name, a class or an instance.
 
-Third-party methods run it too, like scikit-learn's ``check_estimator``::
+Third-party methods run it too, like scikit-learn's ``check_estimator``, without registering::
 
     from mlmm.testing import run_conformance
-    run_conformance("my-method")            # raises AssertionError on the first failure
+    run_conformance("my-method")            # a registered name
+    run_conformance(MyMethod)               # a class
+    run_conformance(MyMethod(spec, ...))    # an instance, on data of its own spec
 """
 
 from .conformance import (
     CHECKS,
+    SETUPS,
     SLOW_CHECKS,
-    check_all_subsets_finite,
-    check_batch_composition_invariance,
-    check_beats_chance_under_missingness,
-    check_builds_from_spec,
+    Case,
+    Subject,
+    cases,
     check_deviations,
-    check_gradients_reach_parameters,
-    check_inputs_not_mutated,
-    check_loss_finite_all_subsets,
-    check_modality_missing_for_whole_batch,
-    check_poisoned_masked_slots_ignored,
-    check_seed_determinism,
-    check_state_dict_round_trip,
     conformance_data,
+    conformance_spec,
+    data_for_spec,
     easy_task,
     run_conformance,
+    subject,
 )
 
 __all__ = [
     "CHECKS",
+    "SETUPS",
     "SLOW_CHECKS",
-    "check_all_subsets_finite",
-    "check_batch_composition_invariance",
-    "check_beats_chance_under_missingness",
-    "check_builds_from_spec",
+    "Case",
+    "Subject",
+    "cases",
     "check_deviations",
-    "check_gradients_reach_parameters",
-    "check_inputs_not_mutated",
-    "check_loss_finite_all_subsets",
-    "check_modality_missing_for_whole_batch",
-    "check_poisoned_masked_slots_ignored",
-    "check_seed_determinism",
-    "check_state_dict_round_trip",
     "conformance_data",
+    "conformance_spec",
+    "data_for_spec",
     "easy_task",
     "run_conformance",
+    "subject",
 ]

@@ -25,16 +25,15 @@ from ..data.batch import Batch, make_batch, nonfinite_as_missing
 from ..data.preprocess import Standardizer
 from ..data.spec import DatasetSpec
 from ..errors import UnseenModalityWarning
-from ..methods.base import MissingModalityModel, Output
+from ..methods.base import Capability, MissingModalityModel, Output
 
 Data = MultimodalDataset | Batch | Mapping[str, object]
 
 
 def needs_calibration(method: nn.Module) -> bool:
-    """True when ``method`` (or a member of it) has a ``calibrate`` step that prediction
-    depends on (it overrides ``MissingModalityModel.calibrate``)."""
-    return any(isinstance(m, MissingModalityModel) and type(m).calibrate is not MissingModalityModel.calibrate
-               for m in method.modules())
+    """True when ``method`` declares ``Capability.CALIBRATES``: prediction depends on its
+    ``calibrate`` step (a wrapper declares its members')."""
+    return isinstance(method, MissingModalityModel) and method.has(Capability.CALIBRATES)
 
 
 def _check_present_finite(batch: Batch) -> None:

@@ -344,7 +344,7 @@ def load(path: str | Path, encoders: Mapping[str, nn.Module] | None = None, devi
     except (SafetensorError, OSError, ValueError) as err:
         raise ModelFileError(f"{weights_file}: cannot read as safetensors: {err}") from None
     method = _build(manifest, file, encoders, params)
-    standardizer = Standardizer(method.spec)
+    standardizer = Standardizer(method.spec, method.preprocessing)
     try:
         stats = {k: torch.tensor(v, dtype=torch.float32) for k, v in manifest["standardizer"].items()}
         standardizer.load_state_dict(stats)

@@ -26,9 +26,12 @@ PyTorch loop over a ``DataLoader``; a Lightning module: ``mlmm.train.lightning``
 8. per epoch: validate, keep the best state (early stopping with ``patience``), load it at
    the end of the stage, warn (``FitNeverImproved``) when the stage never beat its start.
 
-Randomness inside the method comes from the caller's torch RNG (``Trainer.fit`` runs
-under ``seeded(seed)``; do the same in your loop for a fixed seed); modality dropout
-draws from ``steps.generator``, seeded by ``seed``.
+The method's optional hooks run only where it declares the capability (``Capability``:
+PREPARES, AFTER_STEP, CALIBRATES, NEEDS_COMPLETE_TRAIN, MULTI_STAGE), never by probing.
+Randomness: modality dropout and the method's own draws (``method.generator``, handed over
+with ``use_generator``) come from ``steps.generator``, seeded by ``seed``; ``nn.Dropout`` and
+parameter initialisation draw from the caller's torch RNG (``Trainer.fit`` runs under
+``seeded(seed)``; do the same in your loop for a fixed seed).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from ..data.base import MultimodalDataset
 from ..data.batch import Batch
 from ..data.preprocess import Standardizer
 from ..errors import EmptySplitError, TrainingDiverged
-from ..methods.base import MissingModalityModel, StageControl
+from ..methods.base import Capability, MissingModalityModel, StageControl
 from . import distributed
 from .config import OPTIMIZERS, TrainConfig
 from .fitted import FittedModel
@@ -60,9 +63,9 @@ class FitNeverImproved(UserWarning):
 def check_trainable(method: MissingModalityModel, train: MultimodalDataset, val: MultimodalDataset | None) -> None:
     """Refuse data the method cannot learn from: training samples without labels, an empty
     split, and incomplete training samples for a method that needs complete ones
-    (``info.needs_complete_train``)."""
-    name = getattr(method, "method_name", type(method).__name__)
-    if method.info.needs_complete_train and not bool(train.mask.all()):
+    (``Capability.NEEDS_COMPLETE_TRAIN``)."""
+    name = method.method_name or type(method).__name__
+    if method.has(Capability.NEEDS_COMPLETE_TRAIN) and not bool(train.mask.all()):
         n_incomplete = int((~train.mask.all(dim=1)).sum())
         raise ValueError(
             f"method {name!r} needs complete training samples, but {n_incomplete} of {len(train)} "
@@ -195,9 +198,9 @@ class FitSteps:
         self.n_train = len(train)
         self.has_val = val is not None
         if self.streamed:
-            standardizer = Standardizer(train.spec).fit_batches(stream_batches(train))
+            standardizer = Standardizer(train.spec, method.preprocessing).fit_batches(stream_batches(train))
         else:
-            standardizer = Standardizer(train.spec).fit(train.as_batch())
+            standardizer = Standardizer(train.spec, method.preprocessing).fit(train.as_batch())
         self.model = FittedModel(standardizer, method, use_unseen_modalities=use_unseen_modalities,
                                  class_names=getattr(train, "class_names", None)).to(self.device)
         self.model.seen_modalities.copy_(train.mask.any(dim=0))
@@ -218,6 +221,8 @@ class FitSteps:
         self.best_epoch: dict[str, int] = {}
         self.improved: dict[str, bool] = {}
         self._stage: _Stage | None = None
+        # The method's own random draws (hiding modalities, sampling rows) use this generator.
+        method.use_generator(self.generator)
         if self.streamed:
             if distributed.is_distributed():
                 raise ValueError("streamed training (data not held in memory) does not run under torchrun yet")
@@ -227,7 +232,7 @@ class FitSteps:
                 with torch.no_grad():
                     batch = standardizer(whole.to(self.device))
                 method.prepare(batch.with_index(torch.arange(batch.size, device=self.device)), standardizer)
-        else:
+        elif method.has(Capability.PREPARES):
             method.prepare(self.train_batch, standardizer)
 
     def _standardised_val(self, raw: Batch) -> Batch:
@@ -379,6 +384,7 @@ class FitSteps:
         if not self.method.training:  # after a validation; never per step (a stage may set parts to eval)
             self.method.train()
         clip = self.config.grad_clip if st.control.grad_clip else None
+        after_step = self.method.has(Capability.AFTER_STEP)
         step_loss = math.nan
         for params, optimiser, n_steps in st.groups:
             for _ in range(n_steps):
@@ -392,7 +398,8 @@ class FitSteps:
                 if clip:
                     nn.utils.clip_grad_norm_(params, clip)
                 optimiser.step()
-                self.method.after_step()  # e.g. an EMA teacher follows the updated weights
+                if after_step:
+                    self.method.after_step()  # e.g. an EMA teacher follows the updated weights
                 st.total += step_loss
                 st.steps += 1
         return step_loss
@@ -438,9 +445,10 @@ class FitSteps:
                 val = self.val_batch
                 if val is None and needs_whole_split(self.method, "calibrate"):
                     val = self._standardised_val(whole_split(self.val_data, self.method, "calibrate"))
-                if val is not None:
+                if val is not None and self.method.has(Capability.CALIBRATES):
                     self.method.calibrate(val)
             self.model.mark_calibrated()
+        self.method.use_generator(None)  # a fitted model keeps no reference to the loop's generator
         self.model.eval()
         return self.model
 

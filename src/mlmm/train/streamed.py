@@ -24,7 +24,7 @@ import torch.utils.data
 
 from ..data.base import MultimodalDataset
 from ..data.batch import Batch, collate
-from ..methods.base import MissingModalityModel
+from ..methods.base import Capability, MissingModalityModel
 
 #: Rows per batch of the statistics pass and of validation (memory: this many rows at a time).
 STREAM_BATCH_ROWS = 1024
@@ -54,9 +54,10 @@ def stream_batches(data, batch_size: int | None = None) -> Iterator[Batch]:
 
 
 def needs_whole_split(method: MissingModalityModel, step: str) -> bool:
-    """Whether ``method`` (or a member of it) overrides ``MissingModalityModel.<step>``."""
-    base = getattr(MissingModalityModel, step)
-    return any(isinstance(m, MissingModalityModel) and getattr(type(m), step) is not base for m in method.modules())
+    """Whether ``method`` runs ``<step>`` ("prepare" / "calibrate") on a whole split: it declares
+    ``Capability.PREPARES`` / ``Capability.CALIBRATES`` (a wrapper declares its members')."""
+    capability = {"prepare": Capability.PREPARES, "calibrate": Capability.CALIBRATES}[step]
+    return method.has(capability)
 
 
 def whole_split(data, method: MissingModalityModel, what: str) -> Batch:

@@ -6,7 +6,6 @@ import torch
 from torch import Tensor, nn
 
 from ...components.encoders import PerModalityEncoders
-from ...components.heads import mlp_head
 from ...components.pooling import masked_mean
 from ...components.subpatterns import drop_present
 from ...data.batch import Batch
@@ -57,8 +56,8 @@ class ModalityTransformer(MissingModalityModel):
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, heads: int = 4,
                  layers: int = 2, missing: str = "token", pool: str = "cls", dropout: float = 0.5,
-                 attn_dropout: float = 0.1, token_drop: float = 0.1) -> None:
-        super().__init__(spec)
+                 attn_dropout: float = 0.1, token_drop: float = 0.1, **components) -> None:
+        super().__init__(spec, **components)
         if missing not in MISSING_MODES:
             raise ValueError(f"missing must be one of {MISSING_MODES}, got {missing!r}")
         if pool not in POOLS:
@@ -69,7 +68,7 @@ class ModalityTransformer(MissingModalityModel):
             raise ValueError(f"token_drop must be in [0, 1), got {token_drop}")
         self.missing, self.pool, self.token_drop = missing, pool, float(token_drop)
         n = spec.n_modalities
-        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
         self.type_embed = nn.Parameter(0.02 * torch.randn(n, embed_dim))
         self.cls = nn.Parameter(0.02 * torch.randn(1, 1, embed_dim))
         if missing == "token":
@@ -80,7 +79,7 @@ class ModalityTransformer(MissingModalityModel):
         # not depend on, and it changes kernels with batch composition.
         self.transformer = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(embed_dim),
                                                  enable_nested_tensor=False)
-        self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
+        self.head = self.components.make_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
 
     def tokens(self, batch: Batch, mask: Tensor) -> tuple[Tensor, Tensor]:
         """(tokens (B, 1 + M, D), key padding mask (B, 1 + M) bool, True = ignore)."""
@@ -100,7 +99,7 @@ class ModalityTransformer(MissingModalityModel):
     def forward(self, batch: Batch) -> Output:
         mask = batch.mask
         if self.training and self.token_drop > 0:
-            mask = drop_present(mask, self.token_drop)
+            mask = drop_present(mask, self.token_drop, self.generator)
         tokens, padding = self.tokens(batch, mask)
         out = self.transformer(tokens, src_key_padding_mask=padding)  # (B, 1 + M, D)
         if self.pool == "cls":

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ...components.aligned_fusion import AlignedFusion
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo
+from ..base import Capability, MethodInfo
 from ..registry import register_method
 
 #: Absolute floor added to the ridge, so all-constant embeddings still give a positive-definite matrix.
@@ -114,6 +114,7 @@ class DCCAAlign(AlignedFusion):
         fusion="intermediate",
         recovers_missing=False,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.FACTORISED}),
         paper="Deep CCA (Andrew et al., ICML 2013) between every pair of co-present modalities "
               "(survey Sec. 3.2.1, coordinated representation)",
         summary="per-modality encoders + projections coordinated by masked pairwise deep CCA (ridge-regularised, "
@@ -121,8 +122,9 @@ class DCCAAlign(AlignedFusion):
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, proj_dim: int = 32, hidden: int | None = None,
-                 dropout: float = 0.5, weight: float = 0.1, ridge: float = 0.1, top_k: int | None = None) -> None:
-        super().__init__(spec, embed_dim=embed_dim, proj_dim=proj_dim, hidden=hidden, dropout=dropout,
+                 dropout: float = 0.5, weight: float = 0.1, ridge: float = 0.1, top_k: int | None = None,
+                 **components) -> None:
+        super().__init__(spec, **components, embed_dim=embed_dim, proj_dim=proj_dim, hidden=hidden, dropout=dropout,
                          weight=weight)
         if ridge <= 0:
             raise ValueError(f"ridge must be > 0, got {ridge}")

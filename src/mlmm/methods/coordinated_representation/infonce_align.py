@@ -8,7 +8,7 @@ from torch import Tensor
 from ...components.aligned_fusion import AlignedFusion
 from ...components.contrastive import pairwise_masked_infonce
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo
+from ..base import Capability, MethodInfo
 from ..registry import register_method
 
 
@@ -49,6 +49,7 @@ class InfoNCEAlign(AlignedFusion):
         fusion="intermediate",
         recovers_missing=False,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.FACTORISED}),
         paper="Symmetric InfoNCE alignment (CLIP, Radford et al., ICML 2021; van den Oord et al., 2018) "
               "masked to co-present modality pairs (survey Sec. 3.2.1, coordinated representation)",
         summary="per-modality encoders + projections aligned by masked pairwise InfoNCE (τ=0.07, λ=0.1); "
@@ -56,10 +57,11 @@ class InfoNCEAlign(AlignedFusion):
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, proj_dim: int = 128, hidden: int | None = None,
-                 dropout: float = 0.5, temperature: float = 0.07, weight: float = 0.1) -> None:
+                 dropout: float = 0.5, temperature: float = 0.07, weight: float = 0.1, **components) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        super().__init__(spec, embed_dim=embed_dim, proj_dim=proj_dim, hidden=hidden, dropout=dropout, weight=weight)
+        super().__init__(spec, **components, embed_dim=embed_dim, proj_dim=proj_dim, hidden=hidden, dropout=dropout,
+                         weight=weight)
         self.temperature = float(temperature)
 
     def alignment_loss(self, embeddings: Tensor, mask: Tensor) -> Tensor:

@@ -10,7 +10,7 @@ from ...components.subpatterns import pattern_ids, resample_rows
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, MissingModalityModel, Output
+from ..base import Capability, MethodInfo, MissingModalityModel, Output
 from ..registry import register_method
 
 
@@ -54,6 +54,7 @@ class PatternAdapters(MissingModalityModel):
         fusion="intermediate",
         recovers_missing=False,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.PREPARES}),
         paper="Dedicated per-pattern parameters on a shared backbone (survey Sec. 4.2.1; cf. Lee et al., "
               "Multimodal prompting with missing modalities, CVPR 2023)",
         summary="masked-mean backbone + a residual bottleneck adapter per availability pattern "
@@ -61,8 +62,8 @@ class PatternAdapters(MissingModalityModel):
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
-                 bottleneck: int = 32, subpattern_prob: float = 0.5, max_patterns: int = 255) -> None:
-        super().__init__(spec)
+                 bottleneck: int = 32, subpattern_prob: float = 0.5, max_patterns: int = 255, **components) -> None:
+        super().__init__(spec, **components)
         if not 0.0 <= subpattern_prob <= 1.0:
             raise ValueError(f"subpattern_prob must be in [0, 1], got {subpattern_prob}")
         if max_patterns < 1:
@@ -71,7 +72,7 @@ class PatternAdapters(MissingModalityModel):
         n_all = 2 ** spec.n_modalities - 1
         self.every_pattern = n_all <= max_patterns
         n_slots = n_all if self.every_pattern else max_patterns
-        self.backbone = MaskedMeanNet(spec, embed_dim, hidden=hidden, dropout=dropout)
+        self.backbone = MaskedMeanNet(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
         self.adapters = nn.ModuleList(BottleneckAdapter(embed_dim, bottleneck) for _ in range(n_slots))
         # slot k serves pattern id slot_pattern[k] (-1: unused). With every pattern, id k + 1.
         table = torch.arange(1, n_slots + 1) if self.every_pattern else torch.full((n_slots,), -1)
@@ -104,6 +105,6 @@ class PatternAdapters(MissingModalityModel):
 
     def forward(self, batch: Batch) -> Output:
         if self.training and self.subpattern_prob > 0:
-            batch = batch.with_mask(resample_rows(batch.mask, self.subpattern_prob))
+            batch = batch.with_mask(resample_rows(batch.mask, self.subpattern_prob, self.generator))
         h = self.backbone.embed(batch)
         return Output(self.backbone.head(self.adapt(h, self.slots(batch.mask))))

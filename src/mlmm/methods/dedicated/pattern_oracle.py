@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ...components.encoders import build_encoder
-from ...components.heads import mlp_head
+from ...components.injection import ComponentChoices
 from ...components.subpatterns import pattern_ids
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
@@ -22,14 +21,14 @@ class PatternModel(nn.Module):
     """
 
     def __init__(self, spec: DatasetSpec, members: tuple[int, ...], embed_dim: int, hidden: int | None,
-                 dropout: float) -> None:
+                 dropout: float, choices: ComponentChoices) -> None:
         super().__init__()
         self.members = members
         self.names = [spec.modalities[j].name for j in members]
         self.encoders = nn.ModuleList(
-            build_encoder(spec.modalities[j], embed_dim, hidden=hidden, dropout=dropout) for j in members
+            choices.encoder(spec.modalities[j], embed_dim, hidden=hidden, dropout=dropout) for j in members
         )
-        self.head = mlp_head(len(members) * embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
+        self.head = choices.make_head(len(members) * embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
 
     def forward(self, inputs: list[Tensor]) -> Tensor:
         return self.head(torch.cat([enc(x) for enc, x in zip(self.encoders, inputs)], dim=1))
@@ -78,8 +77,8 @@ class PatternOracle(MissingModalityModel):
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 64, hidden: int | None = 128, dropout: float = 0.5,
-                 max_patterns: int = 63) -> None:
-        super().__init__(spec)
+                 max_patterns: int = 63, **components) -> None:
+        super().__init__(spec, **components)
         n_all = 2 ** spec.n_modalities - 1
         if n_all > max_patterns:
             raise ValueError(
@@ -89,7 +88,8 @@ class PatternOracle(MissingModalityModel):
             )
         subsets = all_subsets(spec.n_modalities)
         # models[k] serves the pattern whose id (Σ 2^m) is slot_ids[k]
-        self.models = nn.ModuleList(PatternModel(spec, tuple(c), embed_dim, hidden, dropout) for c in subsets)
+        self.models = nn.ModuleList(PatternModel(spec, tuple(c), embed_dim, hidden, dropout,
+                                                 choices=self.components) for c in subsets)
         self.register_buffer("slot_id", pattern_ids(torch.stack(
             [torch.zeros(spec.n_modalities, dtype=torch.bool).index_fill(0, torch.tensor(c), True) for c in subsets]
         )), persistent=False)

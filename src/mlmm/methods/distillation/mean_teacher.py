@@ -11,7 +11,7 @@ from ...components.fusion_net import MaskedMeanNet
 from ...components.subpatterns import drop_present
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, MissingModalityModel, Output, StageControl
+from ..base import Capability, MethodInfo, MissingModalityModel, Output, StageControl
 from ..registry import register_method
 
 
@@ -44,6 +44,7 @@ class MeanTeacher(MissingModalityModel):
         fusion="intermediate",
         recovers_missing=False,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.AFTER_STEP}),
         paper="Tarvainen & Valpola, Mean teachers are better role models (NeurIPS 2017); survey Sec. 3.2.1",
         summary="EMA teacher on all present modalities, student on a random subset, KL consistency "
                 "on samples with a real drop; predicts with the EMA teacher",
@@ -51,8 +52,8 @@ class MeanTeacher(MissingModalityModel):
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
                  decay: float = 0.99, consistency_weight: float = 1.0, student_drop: float = 0.3,
-                 predict_with: str = "teacher") -> None:
-        super().__init__(spec)
+                 predict_with: str = "teacher", **components) -> None:
+        super().__init__(spec, **components)
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
         if not 0.0 <= student_drop < 1.0:
@@ -61,7 +62,7 @@ class MeanTeacher(MissingModalityModel):
             raise ValueError(f"predict_with must be 'teacher' or 'student', got {predict_with!r}")
         self.decay, self.consistency_weight = float(decay), float(consistency_weight)
         self.student_drop, self.predict_with = float(student_drop), predict_with
-        self.student = MaskedMeanNet(spec, embed_dim, hidden=hidden, dropout=dropout)
+        self.student = MaskedMeanNet(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
         self.ema = AveragedModel(self.student, multi_avg_fn=get_ema_multi_avg_fn(self.decay))
         self.ema.requires_grad_(False)  # moved by after_step, never by the optimiser
         self.ema.eval()
@@ -89,7 +90,7 @@ class MeanTeacher(MissingModalityModel):
             return Output(logits)
         with torch.no_grad():
             t_logits, _ = self.teacher(batch)
-        student_mask = drop_present(batch.mask, self.student_drop)
+        student_mask = drop_present(batch.mask, self.student_drop, self.generator)
         logits, _ = self.student(batch.with_mask(student_mask))
         dropped = (student_mask != batch.mask).any(dim=1)
         return Output(logits, aux={"teacher_logits": t_logits, "dropped": dropped})

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...components.encoders import PerModalityEncoders
-from ...components.heads import mlp_head
 from ...components.pooling import masked_mean
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
@@ -57,16 +56,16 @@ class ShaSpec(MissingModalityModel):
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
-                 align_weight: float = 0.1, domain_weight: float = 0.02) -> None:
-        super().__init__(spec)
+                 align_weight: float = 0.1, domain_weight: float = 0.02, **components) -> None:
+        super().__init__(spec, **components)
         self.align_weight, self.domain_weight = float(align_weight), float(domain_weight)
         d, n = embed_dim, spec.n_modalities
-        self.shared_in = PerModalityEncoders(spec, d, hidden=hidden, dropout=dropout)
+        self.shared_in = PerModalityEncoders(spec, d, hidden=hidden, dropout=dropout, choices=self.components)
         self.shared_trunk = nn.Sequential(nn.GELU(), nn.Linear(d, d))
-        self.specific = PerModalityEncoders(spec, d, hidden=hidden, dropout=dropout)
+        self.specific = PerModalityEncoders(spec, d, hidden=hidden, dropout=dropout, choices=self.components)
         self.fuse = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, d))
         self.domain = nn.Linear(d, n)
-        self.head = mlp_head(n * d, spec.task.output_dim, hidden=d, dropout=dropout)
+        self.head = self.components.make_head(n * d, spec.task.output_dim, hidden=d, dropout=dropout)
 
     def features(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """(shared s (B, M, D), specific p (B, M, D), fused f (B, M, D)); s, p are

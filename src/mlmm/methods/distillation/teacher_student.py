@@ -11,7 +11,7 @@ from ...components.fusion_net import MaskedMeanNet
 from ...components.subpatterns import drop_present
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, MissingModalityModel, Output, StageControl
+from ..base import Capability, MethodInfo, MissingModalityModel, Output, StageControl
 from ..registry import register_method
 
 
@@ -45,6 +45,7 @@ class TeacherStudent(MissingModalityModel):
         fusion="intermediate",
         recovers_missing=False,
         needs_complete_train=True,
+        capabilities=frozenset({Capability.MULTI_STAGE}),
         paper="Hinton et al. 2015 knowledge distillation for missing modalities (KD-Net, Hu et al., "
               "MICCAI 2020; survey Sec. 3.2.1)",
         summary="full-modality teacher (stage 1), then a student on dropped modalities with temperature KD "
@@ -55,8 +56,8 @@ class TeacherStudent(MissingModalityModel):
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
                  temperature: float = 2.0, kd_weight: float = 1.0, feature_weight: float = 1.0,
-                 student_drop: float = 0.3) -> None:
-        super().__init__(spec)
+                 student_drop: float = 0.3, **components) -> None:
+        super().__init__(spec, **components)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not 0.0 <= student_drop < 1.0:
@@ -64,8 +65,8 @@ class TeacherStudent(MissingModalityModel):
         self.temperature, self.kd_weight = float(temperature), float(kd_weight)
         self.feature_weight = float(feature_weight)
         self.student_drop = float(student_drop)
-        self.teacher = MaskedMeanNet(spec, embed_dim, hidden=hidden, dropout=dropout)
-        self.student = MaskedMeanNet(spec, embed_dim, hidden=hidden, dropout=dropout)
+        self.teacher = MaskedMeanNet(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
+        self.student = MaskedMeanNet(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
         # A built (or restored) model predicts with the student, the final stage.
         self.set_stage("student")
 
@@ -98,7 +99,7 @@ class TeacherStudent(MissingModalityModel):
             return Output(logits)
         with torch.no_grad():
             t_logits, t_h = self.teacher(batch)
-        student_batch = batch.with_mask(drop_present(batch.mask, self.student_drop))
+        student_batch = batch.with_mask(drop_present(batch.mask, self.student_drop, self.generator))
         logits, h = self.student(student_batch)
         return Output(logits, aux={"teacher_logits": t_logits, "teacher_h": t_h, "student_h": h,
                                    "student_mask": student_batch.mask})

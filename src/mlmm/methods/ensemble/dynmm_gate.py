@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...components.encoders import PerModalityEncoders
-from ...components.heads import mlp_head
 from ...components.pooling import masked_mean
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
@@ -69,18 +68,18 @@ class DynMMGate(MissingModalityModel):
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
-                 compute_penalty: float = 0.01, temperature: float = 1.0, gate_hidden: int = 64) -> None:
-        super().__init__(spec)
+                 compute_penalty: float = 0.01, temperature: float = 1.0, gate_hidden: int = 64, **components) -> None:
+        super().__init__(spec, **components)
         if compute_penalty < 0:
             raise ValueError(f"compute_penalty must be >= 0, got {compute_penalty}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.compute_penalty, self.temperature = float(compute_penalty), float(temperature)
         n_modalities, out = spec.n_modalities, spec.task.output_dim
-        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
-        self.unimodal_heads = nn.ModuleList(mlp_head(embed_dim, out, hidden=embed_dim, dropout=dropout)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
+        self.unimodal_heads = nn.ModuleList(self.components.make_head(embed_dim, out, hidden=embed_dim, dropout=dropout)
                                             for _ in spec.modalities)
-        self.fusion_head = mlp_head(embed_dim, out, hidden=embed_dim, dropout=dropout)
+        self.fusion_head = self.components.make_head(embed_dim, out, hidden=embed_dim, dropout=dropout)
         self.gate = nn.Sequential(nn.Linear(embed_dim + n_modalities, gate_hidden), nn.GELU(),
                                   nn.Linear(gate_hidden, n_modalities + 1))
         self.expert_names = tuple(f"only:{m}" for m in spec.modality_names) + ("fusion",)

@@ -10,11 +10,10 @@ from torch import Tensor, nn
 
 from ...components.encoders import PerModalityEncoders
 from ...components.factorised import FactorisedFusion
-from ...components.heads import mlp_head
 from ...components.unimodal_members import member_cross_entropy, member_logits
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, MissingModalityModel, Output
+from ..base import Capability, MethodInfo, MissingModalityModel, Output
 from ..registry import register_method
 
 
@@ -33,18 +32,21 @@ class MarginalisedLateEnsemble(FactorisedFusion, MissingModalityModel):
         fusion="late",
         recovers_missing=False,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.FACTORISED}),
         paper="Late fusion ensemble marginalised over available modalities (survey Sec. 4.1.1)",
         summary="one classifier per modality, probabilities averaged over present modalities",
+        unsupported_kinds={"regression": "late-ensemble averages class probabilities"},
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None,
-                 dropout: float = 0.5) -> None:
-        super().__init__(spec)
+                 dropout: float = 0.5, **components) -> None:
+        super().__init__(spec, **components)
         if spec.task.kind != "classification":
             raise ValueError("late-ensemble averages class probabilities; it needs a classification task")
-        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
         self.heads = nn.ModuleList(
-            mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout) for _ in spec.modalities
+            self.components.make_head(embed_dim, spec.task.output_dim, hidden=embed_dim,
+                                      dropout=dropout) for _ in spec.modalities
         )
 
     # forward = fuse_embeddings(encode_modalities(batch), mask) (FactorisedFusion). The

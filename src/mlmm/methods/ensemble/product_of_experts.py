@@ -10,11 +10,10 @@ from torch import Tensor, nn
 
 from ...components.encoders import PerModalityEncoders
 from ...components.factorised import FactorisedFusion
-from ...components.heads import mlp_head
 from ...components.unimodal_members import member_cross_entropy, member_logits
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, MissingModalityModel, Output
+from ..base import Capability, MethodInfo, MissingModalityModel, Output
 from ..registry import register_method
 
 
@@ -41,23 +40,26 @@ class ReliabilityWeightedExperts(FactorisedFusion, MissingModalityModel):
         fusion="late",
         recovers_missing=False,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.FACTORISED}),
         paper="Product of experts (Hinton, Neural Computation 2002) with learned per-modality reliability "
               "weights, as in uncertainty-weighted late fusion (survey Sec. 4.1.1)",
         summary="one classifier per modality; fused logits = Σ present r_m log p_m with learned reliability "
                 "r_m; flat (unsure) experts abstain",
+        unsupported_kinds={"regression": "product-of-experts multiplies class probabilities"},
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
-                 fusion_weight: float = 1.0) -> None:
-        super().__init__(spec)
+                 fusion_weight: float = 1.0, **components) -> None:
+        super().__init__(spec, **components)
         if spec.task.kind != "classification":
             raise ValueError("product-of-experts multiplies class probabilities; it needs a classification task")
         if fusion_weight < 0:
             raise ValueError(f"fusion_weight must be >= 0, got {fusion_weight}")
         self.fusion_weight = float(fusion_weight)
-        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
         self.heads = nn.ModuleList(
-            mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout) for _ in spec.modalities
+            self.components.make_head(embed_dim, spec.task.output_dim, hidden=embed_dim,
+                                      dropout=dropout) for _ in spec.modalities
         )
         # softplus(ρ) = 1 at start: the plain product of experts.
         self.reliability_logit = nn.Parameter(torch.full((spec.n_modalities,), math.log(math.e - 1.0)))

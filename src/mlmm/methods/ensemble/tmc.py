@@ -8,7 +8,6 @@ from torch import Tensor, nn
 
 from ...components.encoders import PerModalityEncoders
 from ...components.evidential import combine_opinions, evidential_loss, opinion, opinion_to_alpha
-from ...components.heads import mlp_head
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import MethodInfo, MissingModalityModel, Output
@@ -61,19 +60,21 @@ class TrustedMultiviewClassification(MissingModalityModel):
         summary="per-modality Dirichlet evidence (softplus), reduced Dempster-Shafer fusion over present "
                 "modalities, digamma expected-CE + annealed KL for each present view and the fusion (official "
                 "weights, 1 each); per-sample uncertainty u = K/S; adaptation: mlmm's loop schedule",
+        unsupported_kinds={"regression": "tmc fuses Dirichlet distributions over classes"},
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
-                 anneal_steps: int = 500) -> None:
-        super().__init__(spec)
+                 anneal_steps: int = 500, **components) -> None:
+        super().__init__(spec, **components)
         if spec.task.kind != "classification":
             raise ValueError("tmc builds Dirichlet distributions over classes; it needs a classification task")
         if anneal_steps < 1:
             raise ValueError(f"anneal_steps must be >= 1, got {anneal_steps}")
         self.anneal_steps = int(anneal_steps)
-        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
         self.heads = nn.ModuleList(
-            mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout) for _ in spec.modalities
+            self.components.make_head(embed_dim, spec.task.output_dim, hidden=embed_dim,
+                                      dropout=dropout) for _ in spec.modalities
         )
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
         self._seen_versions: tuple | None = None

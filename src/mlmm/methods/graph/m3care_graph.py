@@ -9,13 +9,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...components.encoders import PerModalityEncoders
-from ...components.heads import mlp_head
 from ...components.memory_bank import TrainingBankMixin
 from ...components.pooling import masked_mean
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, MissingModalityModel, Output, mask_column
+from ..base import Capability, MethodInfo, MissingModalityModel, Output, mask_column
 from ..registry import register_method
 
 
@@ -61,6 +60,7 @@ class M3CareGraph(TrainingBankMixin, MissingModalityModel):
         fusion="intermediate",
         recovers_missing=True,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.PREPARES}),
         paper="Zhang et al., M3Care: Learning with Missing Modalities in Multimodal Healthcare Data, KDD 2022",
         summary="sample-similarity graph (mean cosine over shared modalities, learned soft threshold) against "
                 "a training memory bank; missing z_m = row-normalised neighbours holding m; gated mix for "
@@ -75,8 +75,8 @@ class M3CareGraph(TrainingBankMixin, MissingModalityModel):
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
                  k: int = 10, temperature: float = 0.1, threshold: float = 0.5, bank_size: int = 1024,
-                 bank_per_step: int = 256, bank_seed: int = 0) -> None:
-        super().__init__(spec)
+                 bank_per_step: int = 256, bank_seed: int = 0, **components) -> None:
+        super().__init__(spec, **components)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if temperature <= 0:
@@ -86,10 +86,10 @@ class M3CareGraph(TrainingBankMixin, MissingModalityModel):
         if bank_per_step < 1:
             raise ValueError(f"bank_per_step must be >= 1, got {bank_per_step}")
         self.k, self.temperature, self.bank_per_step = int(k), float(temperature), int(bank_per_step)
-        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
         self.threshold_logit = nn.Parameter(torch.tensor(math.log(threshold / (1.0 - threshold))))
         self.gate = nn.Linear(2 * embed_dim, embed_dim)
-        self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
+        self.head = self.components.make_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
         self.init_bank(bank_size, bank_seed)
 
     # ------------------------------------------------------------ bank
@@ -111,7 +111,8 @@ class M3CareGraph(TrainingBankMixin, MissingModalityModel):
         n_bank = self.bank_mask.shape[0]
         if not self.training:
             return self.bank_embeddings(), self.bank_mask, None
-        rows = torch.randperm(n_bank, device=self.bank_mask.device)[: self.bank_per_step].sort().values
+        rows = torch.randperm(n_bank, device=self.bank_mask.device,
+                              generator=self.generator)[: self.bank_per_step].sort().values
         xs = [torch.where(mask_column(batch.mask, j, x.dim()), x, torch.zeros((), dtype=x.dtype, device=x.device))
               for j, x in enumerate(batch.inputs.values())]
         same = self.same_rows(xs, batch.mask, rows)

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...components.encoders import PerModalityEncoders
-from ...components.heads import mlp_head
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ...validation import Interval
@@ -17,16 +16,17 @@ from ..base import MethodInfo, MissingModalityModel, Output
 from ..registry import register_method
 
 
-def drop_edges(mask: Tensor, p_row: float = 0.5) -> Tensor:
+def drop_edges(mask: Tensor, p_row: float = 0.5, generator: torch.Generator | None = None) -> Tensor:
     """MUSE's augmentation: each sample with K >= 2 present modalities is, with probability
     ``p_row``, cut down to a uniformly drawn number in 1..K-1 of its present modalities
     (which ones: uniformly at random). mask (B, M) bool -> (B, M) bool ⊆ mask, never empty
-    where ``mask`` is not. Uses the global torch RNG (seeded by the training loop)."""
+    where ``mask`` is not. Draws from ``generator`` (the method's)."""
     k = mask.sum(dim=1)
-    chosen = (torch.rand(mask.shape[0], device=mask.device) < p_row) & (k >= 2)
+    chosen = (torch.rand(mask.shape[0], device=mask.device, generator=generator) < p_row) & (k >= 2)
     # keep ~ U{1, ..., K-1}
-    keep = (torch.rand(mask.shape[0], device=mask.device) * (k - 1).clamp_min(1)).floor().long() + 1
-    scores = torch.rand(mask.shape, device=mask.device).masked_fill(~mask, -1.0)
+    keep = (torch.rand(mask.shape[0], device=mask.device,
+                       generator=generator) * (k - 1).clamp_min(1)).floor().long() + 1
+    scores = torch.rand(mask.shape, device=mask.device, generator=generator).masked_fill(~mask, -1.0)
     rank = scores.argsort(dim=1, descending=True).argsort(dim=1)  # 0 = highest score
     kept = mask & (rank < keep.unsqueeze(1))
     return torch.where(chosen.unsqueeze(1), kept, mask)
@@ -116,19 +116,19 @@ class MUSE(MissingModalityModel):
     param_constraints: ClassVar[dict] = {"momentum": [Interval("real", 0, 1, closed="right")]}
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.25,
-                 n_layers: int = 2, temperature: float = 0.07, momentum: float = 0.1) -> None:
-        super().__init__(spec)
+                 n_layers: int = 2, temperature: float = 0.07, momentum: float = 0.1, **components) -> None:
+        super().__init__(spec, **components)
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
         self.scale = 1.0 / float(temperature)
         self.momentum = float(momentum)
-        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
         self.modality_nodes = nn.Parameter(torch.randn(spec.n_modalities, embed_dim))
         self.layers = nn.ModuleList(BipartiteLayer(embed_dim) for _ in range(n_layers))
         self.edge_updates = nn.ModuleList(nn.Linear(3 * embed_dim, embed_dim) for _ in range(n_layers - 1))
         self.dropout = nn.Dropout(dropout)
         self.projection = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.Tanh())
-        self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
+        self.head = self.components.make_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
         self.register_buffer("running_agg", torch.zeros(n_layers, spec.n_modalities, embed_dim))
 
     def propagate(self, z: Tensor, mask: Tensor, *, track: bool = False) -> Tensor:
@@ -158,7 +158,7 @@ class MUSE(MissingModalityModel):
         h = self.propagate(z, batch.mask, track=self.training)
         aux = {"representation": h}
         if self.training:
-            aux["augmented_representation"] = self.propagate(z, drop_edges(batch.mask))
+            aux["augmented_representation"] = self.propagate(z, drop_edges(batch.mask, generator=self.generator))
         return Output(self.head(h), aux=aux)
 
     def loss(self, batch: Batch, output: Output) -> dict[str, Tensor]:

@@ -8,7 +8,7 @@ from torch import Tensor
 from ...components.early_fill import FillEarlyFusion
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
-from ..base import MethodInfo
+from ..base import Capability, MethodInfo
 from ..registry import register_method
 
 
@@ -25,10 +25,14 @@ class MeanFill(FillEarlyFusion):
         fusion="early",
         recovers_missing=True,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.PREPARES}),
+        recovery_space="input",
         unsupported_kinds={"text": "early fusion concatenates and fills raw inputs as numbers, and token ids are "
                                    "categories, not numbers (use an intermediate fusion, e.g. product-of-experts)"},
         paper="Mean imputation (Zhang et al., survey Sec. 2.1.1; CPM-Nets' FeatConcat baseline)",
         summary="missing modality filled with its training mean over present samples, mask indicators, early fusion",
+        fixed_encoders={"*": "early fusion: one encoder reads every modality, mean-filled and concatenated,"
+                             " so there is no per-modality encoder to replace"},
     )
 
     def fill_values(self, train: Batch, standardizer: Standardizer) -> dict[str, Tensor]:

@@ -16,7 +16,7 @@ from ...components.memory_bank import TrainingBankMixin
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, Output, mask_column
+from ..base import Capability, MethodInfo, Output, mask_column
 from ..registry import register_method
 
 # Largest number of (query, bank row, feature) elements materialised at once by the distances.
@@ -93,20 +93,23 @@ class RetrievalFill(TrainingBankMixin, FillEarlyFusion):
         recovers_missing=True,
         recovery_space="input",
         needs_complete_train=False,
+        capabilities=frozenset({Capability.PREPARES}),
         unsupported_kinds={"text": "early fusion concatenates and fills raw inputs as numbers, and token ids are "
                                    "categories, not numbers (use an intermediate fusion, e.g. product-of-experts)"},
         paper="Retrieval-based modality composition (survey Sec. 2.1.1): same-class training samples / "
               "k-nearest neighbours on the available modalities fill the missing modality",
         summary="missing x_m filled with a random same-class training row's x_m (train) or the mean of the "
                 "K nearest bank rows' x_m (test, MSE on shared modalities); mask indicators; early fusion",
+        fixed_encoders={"*": "early fusion: one encoder reads every modality, filled from retrieved rows "
+                             "and concatenated, so there is no per-modality encoder to replace"},
     )
 
     #: The bank is read at prediction (neighbours are retrieved among the stored training rows).
     training_state = {"bank_*": "prediction retrieves neighbours among these stored training rows"}
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
-                 k: int = 5, bank_size: int = 1024, bank_seed: int = 0) -> None:
-        super().__init__(spec, embed_dim=embed_dim, hidden=hidden, dropout=dropout)
+                 k: int = 5, bank_size: int = 1024, bank_seed: int = 0, **components) -> None:
+        super().__init__(spec, **components, embed_dim=embed_dim, hidden=hidden, dropout=dropout)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.k = int(k)
@@ -174,7 +177,8 @@ class RetrievalFill(TrainingBankMixin, FillEarlyFusion):
                     eligible = eligible & same_class.unsqueeze(1)
                 eligible = eligible & ~self.same_rows(self._present_inputs(batch), mask).unsqueeze(1)
                 # Uniform choice among eligible rows: argmax of i.i.d. uniform scores (fixed-shape draw).
-                scores = torch.rand(mask.shape[0], n_mod, max(1, n_bank), device=mask.device)[..., :n_bank]
+                scores = torch.rand(mask.shape[0], n_mod, max(1, n_bank), device=mask.device,
+                                    generator=self.generator)[..., :n_bank]
                 scores = torch.where(eligible, scores, torch.full((), -1.0, device=mask.device))
                 if n_bank == 0:
                     return (torch.zeros(mask.shape[0], n_mod, 0, dtype=torch.long, device=mask.device),
@@ -213,6 +217,10 @@ class RetrievalFill(TrainingBankMixin, FillEarlyFusion):
             use = ok & ~mask[:, j].unsqueeze(1)
             used.append(torch.where(use, idx, torch.full((), -1, dtype=idx.dtype, device=idx.device)))
         return filled, torch.stack(used, dim=1)
+
+    def plain_fill_value(self, name: str) -> Tensor:
+        """The training mean (the no-neighbour fallback), what ``plain_fill`` puts in place."""
+        return getattr(self, f"fill_{name}")
 
     def recover(self, batch: Batch) -> dict[str, Tensor]:
         """Modality -> x̃_m (B, *shape_m) in standardised input space: the neighbour mean (or the

@@ -8,7 +8,7 @@ from torch import Tensor
 from ...components.early_fill import FillEarlyFusion
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
-from ..base import MethodInfo
+from ..base import Capability, MethodInfo
 from ..registry import register_method
 
 
@@ -27,10 +27,14 @@ class ZeroFill(FillEarlyFusion):
         fusion="early",
         recovers_missing=True,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.PREPARES}),
+        recovery_space="input",
         unsupported_kinds={"text": "early fusion concatenates and fills raw inputs as numbers, and token ids are "
                                    "categories, not numbers (use an intermediate fusion, e.g. product-of-experts)"},
         paper="Zero imputation, the common baseline (e.g. Ma et al., SMIL, AAAI 2021; survey Sec. 2.1.1)",
         summary="missing modality filled with raw zeros, mask indicators appended, early fusion MLP/TCN",
+        fixed_encoders={"*": "early fusion: one encoder reads every modality, constant-filled and "
+                             "concatenated, so there is no per-modality encoder to replace"},
     )
 
     def fill_values(self, train: Batch, standardizer: Standardizer) -> dict[str, Tensor]:

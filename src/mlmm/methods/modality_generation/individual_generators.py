@@ -10,7 +10,7 @@ from ...components.generated_fill import FlatDecoder, GeneratedFillModel, hide_b
 from ...components.pooling import masked_mean
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo
+from ..base import Capability, MethodInfo
 from ..registry import register_method
 
 
@@ -51,6 +51,7 @@ class IndividualGenerators(GeneratedFillModel):
         fusion="intermediate",
         recovers_missing=True,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.PREPARES}),
         unsupported_kinds={"text": "it generates missing modalities in input space by regression, and token ids "
                                    "cannot be regressed (use an intermediate fusion, e.g. product-of-experts)"},
         paper="Individual modality generation (survey Sec. 2.1.2; e.g. Tran et al., CVPR 2017; "
@@ -61,18 +62,19 @@ class IndividualGenerators(GeneratedFillModel):
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, gen_dim: int = 128, hidden: int | None = None,
-                 dropout: float = 0.5, hide_rate: float = 0.3, recon_weight: float = 1.0) -> None:
-        super().__init__(spec, embed_dim=embed_dim, hidden=hidden, dropout=dropout, recon_weight=recon_weight)
+                 dropout: float = 0.5, hide_rate: float = 0.3, recon_weight: float = 1.0, **components) -> None:
+        super().__init__(spec, **components, embed_dim=embed_dim, hidden=hidden, dropout=dropout,
+                         recon_weight=recon_weight)
         if not 0.0 < hide_rate < 1.0:
             raise ValueError(f"hide_rate must be in (0, 1), got {hide_rate}")
         self.hide_rate = float(hide_rate)
         # Light dropout: the generators regress inputs, heavy dropout would blur them.
-        self.context = PerModalityEncoders(spec, gen_dim, hidden=hidden, dropout=0.1)
+        self.context = PerModalityEncoders(spec, gen_dim, hidden=hidden, dropout=0.1, choices=self.components)
         width = gen_dim + spec.n_modalities
         self.generators = nn.ModuleDict({m.name: FlatDecoder(m, width) for m in spec.modalities})
 
     def hide(self, mask: Tensor) -> Tensor:
-        return hide_bernoulli(mask, self.hide_rate)
+        return hide_bernoulli(mask, self.hide_rate, self.generator)
 
     def generate(self, batch: Batch, visible: Tensor) -> list[Tensor]:
         # The context encoders see only visible rows (PerModalityEncoders zeroes the others first).

@@ -9,7 +9,7 @@ from ...components.encoders import PerModalityEncoders
 from ...components.generated_fill import FlatDecoder, GeneratedFillModel, hide_bernoulli, keep_random_subset
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo
+from ..base import Capability, MethodInfo
 from ..registry import register_method
 
 
@@ -55,6 +55,7 @@ class MaskedAutoencoderFill(GeneratedFillModel):
         fusion="intermediate",
         recovers_missing=True,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.PREPARES}),
         unsupported_kinds={"text": "it generates missing modalities in input space by regression, and token ids "
                                    "cannot be regressed (use an intermediate fusion, e.g. product-of-experts)"},
         paper="Unified modality generation by a multimodal masked autoencoder (survey Sec. 2.1.2; MAE, He et "
@@ -67,8 +68,9 @@ class MaskedAutoencoderFill(GeneratedFillModel):
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, model_dim: int = 128, layers: int = 2,
                  heads: int = 4, hidden: int | None = None, dropout: float = 0.5, recon_weight: float = 1.0,
-                 hide_rate: float | None = 0.3) -> None:
-        super().__init__(spec, embed_dim=embed_dim, hidden=hidden, dropout=dropout, recon_weight=recon_weight)
+                 hide_rate: float | None = 0.3, **components) -> None:
+        super().__init__(spec, **components, embed_dim=embed_dim, hidden=hidden, dropout=dropout,
+                         recon_weight=recon_weight)
         if hide_rate is not None and not 0.0 < hide_rate < 1.0:
             raise ValueError(f"hide_rate must be in (0, 1) or None, got {hide_rate}")
         self.hide_rate = hide_rate
@@ -76,7 +78,7 @@ class MaskedAutoencoderFill(GeneratedFillModel):
             raise ValueError(f"need layers >= 1 and model_dim divisible by heads, got layers={layers}, "
                              f"model_dim={model_dim}, heads={heads}")
         # Light dropout inside the autoencoder: it regresses inputs, heavy dropout would blur them.
-        self.tokenizers = PerModalityEncoders(spec, model_dim, hidden=hidden, dropout=0.1)
+        self.tokenizers = PerModalityEncoders(spec, model_dim, hidden=hidden, dropout=0.1, choices=self.components)
         self.mask_token = nn.Parameter(torch.zeros(model_dim))
         self.type_embedding = nn.Parameter(0.02 * torch.randn(spec.n_modalities, model_dim))
         layer = nn.TransformerEncoderLayer(model_dim, heads, dim_feedforward=2 * model_dim, dropout=0.1,
@@ -87,8 +89,8 @@ class MaskedAutoencoderFill(GeneratedFillModel):
 
     def hide(self, mask: Tensor) -> Tensor:
         if self.hide_rate is None:
-            return keep_random_subset(mask)
-        return hide_bernoulli(mask, self.hide_rate)
+            return keep_random_subset(mask, self.generator)
+        return hide_bernoulli(mask, self.hide_rate, self.generator)
 
     def generate(self, batch: Batch, visible: Tensor) -> list[Tensor]:
         tokens = self.tokenizers(Batch(batch.inputs, visible))  # (B, M, D); hidden rows encoded from zeros

@@ -50,8 +50,8 @@ class FrozenBackboneTokens(SoftTokenTransformer):
 
     def __init__(self, spec: DatasetSpec, backbone: str | os.PathLike | None = None, pool: str = "mean",
                  hidden: int | None = None, head_hidden: int = 128, dropout: float = 0.1,
-                 text_reader: str = "auto") -> None:
-        super().__init__(spec, backbone=backbone, pool=pool, hidden=hidden, head_hidden=head_hidden,
+                 text_reader: str = "auto", **components) -> None:
+        super().__init__(spec, **components, backbone=backbone, pool=pool, hidden=hidden, head_hidden=head_hidden,
                          dropout=dropout, text_reader=text_reader)
 
     def forward(self, batch: Batch) -> Output:

@@ -74,8 +74,8 @@ class MissingAwarePrompts(SoftTokenTransformer):
     def __init__(self, spec: DatasetSpec, backbone: str | os.PathLike | None = None, prompt_length: int = 4,
                  prompt_layers: int | None = None, prompt_sets: str = "modality", pool: str = "cls",
                  hidden: int | None = None, head_hidden: int = 128, dropout: float = 0.1,
-                 text_reader: str = "auto") -> None:
-        super().__init__(spec, backbone=backbone, pool=pool, hidden=hidden, head_hidden=head_hidden,
+                 text_reader: str = "auto", **components) -> None:
+        super().__init__(spec, **components, backbone=backbone, pool=pool, hidden=hidden, head_hidden=head_hidden,
                          dropout=dropout, text_reader=text_reader)
         n_layers = self.backbone.n_layers
         layers = math.ceil(n_layers / 2) if prompt_layers is None else int(prompt_layers)

@@ -10,7 +10,7 @@ from ...components.memory_bank import TrainingBankMixin
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, MissingModalityModel, Output
+from ..base import Capability, MethodInfo, MissingModalityModel, Output
 from ..registry import register_method
 
 
@@ -91,6 +91,7 @@ class RAGPT(TrainingBankMixin, MissingModalityModel):
         recovers_missing=True,
         recovery_space="embedding",
         needs_complete_train=False,
+        capabilities=frozenset({Capability.PREPARES}),
         paper="RAGPT: Retrieval-AuGmented dynamic Prompt Tuning for Incomplete Multimodal Learning "
               "(Lang, Cheng, Zhong & Zhou, AAAI 2025); peer implementation in iMML",
         summary="top-K training neighbours per modality from a memory bank; missing token generated from the "
@@ -104,12 +105,13 @@ class RAGPT(TrainingBankMixin, MissingModalityModel):
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.2,
-                 k: int = 5, bank_size: int = 512, bank_seed: int = 0, layers: int = 2, heads: int = 4) -> None:
-        super().__init__(spec)
+                 k: int = 5, bank_size: int = 512, bank_seed: int = 0, layers: int = 2, heads: int = 4,
+                 **components) -> None:
+        super().__init__(spec, **components)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.k = int(k)
-        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
         self.init_bank(bank_size, bank_seed)
         m = spec.n_modalities
         self.generators = nn.ModuleList(SpectralGenerator(embed_dim, dropout) for _ in range(m))

@@ -6,13 +6,12 @@ import torch
 from torch import Tensor
 
 from ...components.encoders import PerModalityEncoders
-from ...components.heads import mlp_head
 from ...components.memory_bank import TrainingBankMixin
 from ...components.pooling import masked_mean
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, MissingModalityModel, Output
+from ..base import Capability, MethodInfo, MissingModalityModel, Output
 from ..registry import register_method
 
 
@@ -71,6 +70,7 @@ class EmbeddingRetrieval(TrainingBankMixin, MissingModalityModel):
         recovers_missing=True,
         recovery_space="embedding",
         needs_complete_train=False,
+        capabilities=frozenset({Capability.PREPARES}),
         paper="Feature-pool top-K cosine retrieval of missing representations (Zhi et al., 2024; "
               "Sun et al., 2024b; survey Sec. 3.2.2)",
         summary="per-modality encoders; missing z_m = mean of top-K neighbours' z_m from a training bank "
@@ -81,13 +81,13 @@ class EmbeddingRetrieval(TrainingBankMixin, MissingModalityModel):
     training_state = {"bank_*": "prediction retrieves neighbours among these stored training rows"}
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
-                 k: int = 5, bank_size: int = 512, bank_seed: int = 0) -> None:
-        super().__init__(spec)
+                 k: int = 5, bank_size: int = 512, bank_seed: int = 0, **components) -> None:
+        super().__init__(spec, **components)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.k = int(k)
-        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
-        self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
+        self.head = self.components.make_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
         self.init_bank(bank_size, bank_seed)
 
     # ------------------------------------------------------------ bank

@@ -6,9 +6,8 @@ import torch
 from torch import Tensor
 
 from ...components.encode_pool import EncodePoolFusion
-from ...components.heads import mlp_head
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, Output
+from ..base import Capability, MethodInfo, Output
 from ..registry import register_method
 
 
@@ -56,6 +55,7 @@ class HeMIS(EncodePoolFusion):
         fusion="intermediate",
         recovers_missing=False,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.FACTORISED}),
         paper="HeMIS: Hetero-Modal Image Segmentation (Havaei, Guizard, Chapados & Bengio, MICCAI 2016)",
         summary="per-modality encoders; mean and variance (0 for one modality) across the present embeddings, "
                 "concatenated, MLP head",
@@ -64,10 +64,10 @@ class HeMIS(EncodePoolFusion):
     pool = staticmethod(masked_mean_variance)
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None,
-                 dropout: float = 0.5) -> None:
-        super().__init__(spec, embed_dim=embed_dim, hidden=hidden, dropout=dropout)
+                 dropout: float = 0.5, **components) -> None:
+        super().__init__(spec, **components, embed_dim=embed_dim, hidden=hidden, dropout=dropout)
         # The front-end reads the 2D moments, not a D-wide mean.
-        self.head = mlp_head(2 * embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
+        self.head = self.components.make_head(2 * embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
 
     def fuse_embeddings(self, z: Tensor, mask: Tensor) -> Output:
         """z (B, M, D), mask (B, M) -> logits (B, C) of head([mean ; variance])."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ...components.encode_pool import EncodePoolFusion
 from ...components.pooling import masked_max
-from ..base import MethodInfo
+from ..base import Capability, MethodInfo
 from ..registry import register_method
 
 
@@ -34,6 +34,7 @@ class MaskedMaxFusion(EncodePoolFusion):
         fusion="intermediate",
         recovers_missing=False,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.FACTORISED}),
         paper="Max pooling of available modality embeddings (Zhou et al., 2021; Wang et al., 2023b; survey Sec. 3.2.2)",
         summary="per-modality encoders, element-wise max of present embeddings, MLP head",
     )

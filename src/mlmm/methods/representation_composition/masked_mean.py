@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...components.encode_pool import EncodePoolFusion
 from ...components.pooling import masked_mean
-from ..base import MethodInfo
+from ..base import Capability, MethodInfo
 from ..registry import register_method
 
 
@@ -21,6 +21,7 @@ class MaskedMeanFusion(EncodePoolFusion):
         fusion="intermediate",
         recovers_missing=False,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.FACTORISED}),
         paper="Masked average of modality embeddings (survey Sec. 2.2.2, e.g. HeMIS, Havaei et al., MICCAI 2016)",
         summary="per-modality encoders, mean of present embeddings, MLP head",
     )

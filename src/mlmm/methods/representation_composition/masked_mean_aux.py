@@ -9,7 +9,7 @@ from ...components.encode_pool import EncodePoolFusion
 from ...components.pooling import masked_mean
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, Output
+from ..base import Capability, MethodInfo, Output
 from ..registry import register_method
 
 
@@ -36,6 +36,7 @@ class MaskedMeanWithUnimodalHeads(EncodePoolFusion):
         fusion="hybrid",
         recovers_missing=False,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.FACTORISED}),
         paper="Unimodal auxiliary losses (Wang et al., CVPR 2020, Gradient-Blending) on masked-mean fusion",
         summary="masked-mean with per-modality linear classifiers trained by masked auxiliary CE",
     )
@@ -43,8 +44,8 @@ class MaskedMeanWithUnimodalHeads(EncodePoolFusion):
     pool = staticmethod(masked_mean)
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
-                 aux_weight: float = 0.5) -> None:
-        super().__init__(spec, embed_dim=embed_dim, hidden=hidden, dropout=dropout)
+                 aux_weight: float = 0.5, **components) -> None:
+        super().__init__(spec, **components, embed_dim=embed_dim, hidden=hidden, dropout=dropout)
         if aux_weight < 0:
             raise ValueError(f"aux_weight must be >= 0, got {aux_weight}")
         self.aux_weight = aux_weight

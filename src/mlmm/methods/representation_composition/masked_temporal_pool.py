@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...components.encoders import build_encoder
-from ...components.heads import mlp_head
 from ...components.pooling import masked_mean
 from ...components.time_pool import MaskedSequenceEncoder, batch_observed_steps
 from ...data.batch import Batch
@@ -37,17 +35,19 @@ class MaskedTemporalPool(MissingModalityModel):
         paper="Masked temporal pooling over observed steps (cf. GRU-D's masking, Che et al., Sci. Rep. 2018; "
               "survey Sec. 7.8 on temporal missingness)",
         summary="sequence encoders pool mean+max over observed time steps only, masked mean over modalities",
+        fixed_encoders={"sequence": "a sequence is encoded frame by frame and pooled over its observed "
+                                    "steps only; a whole-sequence encoder cannot skip unobserved steps"},
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None,
-                 dropout: float = 0.5) -> None:
-        super().__init__(spec)
+                 dropout: float = 0.5, **components) -> None:
+        super().__init__(spec, **components)
         self.encoders = nn.ModuleDict({
             m.name: MaskedSequenceEncoder(m.shape[1], embed_dim, hidden=hidden or 64, dropout=dropout)
-            if m.kind == "sequence" else build_encoder(m, embed_dim, hidden=hidden, dropout=dropout)
+            if m.kind == "sequence" else self.components.encoder(m, embed_dim, hidden=hidden, dropout=dropout)
             for m in spec.modalities
         })
-        self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
+        self.head = self.components.make_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
 
     def embed(self, batch: Batch) -> torch.Tensor:
         """(B, M, D) per-modality embeddings (values at missing slots are meaningless)."""

@@ -10,11 +10,10 @@ from torch import Tensor, nn
 
 from ...components.encoders import PerModalityEncoders
 from ...components.factorised import FactorisedFusion
-from ...components.heads import mlp_head
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ...validation import BOOLEAN, NONNEG, WIDTH
-from ..base import MethodInfo, MissingModalityModel, Output
+from ..base import Capability, MethodInfo, MissingModalityModel, Output
 from ..registry import register_method
 
 
@@ -66,6 +65,7 @@ class MultiModN(FactorisedFusion, MissingModalityModel):
         fusion="intermediate",
         recovers_missing=False,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.FACTORISED}),
         paper="MultiModN: Multimodal, Multi-Task, Interpretable Modular Networks (Swamy et al., NeurIPS 2023)",
         summary="learned state updated in turn by one module per present modality (skipped per sample when "
                 "missing); a decoder reads every state (per-step predictions in aux), per-step losses",
@@ -76,15 +76,15 @@ class MultiModN(FactorisedFusion, MissingModalityModel):
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, state_dim: int = 64, hidden: int | None = None,
                  dropout: float = 0.2, err_penalty: float = 1.0, state_change_penalty: float = 0.0,
-                 shuffle: bool = False) -> None:
-        super().__init__(spec)
+                 shuffle: bool = False, **components) -> None:
+        super().__init__(spec, **components)
         self.err_penalty = float(err_penalty)
         self.state_change_penalty = float(state_change_penalty)
         self.shuffle = bool(shuffle)
-        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
         self.init_state = nn.Parameter(torch.zeros(state_dim))
         self.update = nn.ModuleList(nn.Linear(embed_dim + state_dim, state_dim) for _ in spec.modalities)
-        self.decoder = mlp_head(state_dim, spec.task.output_dim, hidden=state_dim, dropout=dropout)
+        self.decoder = self.components.make_head(state_dim, spec.task.output_dim, hidden=state_dim, dropout=dropout)
 
     def encode_modalities(self, batch: Batch) -> Tensor:
         """(B, M, D) module features h_m = relu(E_m(x_m)) (missing rows: zeros in, ignored later)."""
@@ -93,7 +93,8 @@ class MultiModN(FactorisedFusion, MissingModalityModel):
     def order(self) -> list[int]:
         m = self.spec.n_modalities
         if self.shuffle and self.training:
-            return torch.randperm(m).tolist()
+            g = self.generator
+            return torch.randperm(m, generator=g, device=g.device if g is not None else None).tolist()
         return list(range(m))
 
     def fuse_embeddings(self, z: Tensor, mask: Tensor) -> Output:

@@ -13,7 +13,7 @@ from ...components.fixed_feature_linear import (
 from ...components.time_series_features import RandomConvolutionFeatures
 from ...data.spec import DatasetSpec, ModalitySpec
 from ...validation import COUNT, NONNEG_COUNT
-from ..base import MethodInfo
+from ..base import Capability, MethodInfo
 from ..registry import register_method
 
 
@@ -36,18 +36,22 @@ class RocketLinear(FixedFeatureLinear):
         fusion="early",
         recovers_missing=False,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.PREPARES}),
         unsupported_kinds=FIXED_FEATURE_UNSUPPORTED,
         paper="ROCKET / MiniRocket random convolutional kernels (Dempster et al., DMKD 2020; KDD 2021), "
               "own implementation, + linear model",
         summary="per-modality fixed random dilated convolutions (PPV + max per kernel), standardised on the "
                 "training rows, zero-imputed when missing, + mask -> one linear layer",
+        fixed_encoders={"*": "its features are fixed random-convolution transforms of each modality, "
+                             "not a learned encoder"},
     )
 
     param_constraints: ClassVar[dict] = {"n_kernels": [COUNT], "kernel_seed": [NONNEG_COUNT]}
 
-    def __init__(self, spec: DatasetSpec, n_kernels: int = 500, kernel_seed: int = 0, dropout: float = 0.1) -> None:
+    def __init__(self, spec: DatasetSpec, n_kernels: int = 500, kernel_seed: int = 0, dropout: float = 0.1,
+                 **components) -> None:
         self.n_kernels, self.kernel_seed = int(n_kernels), int(kernel_seed)
-        super().__init__(spec, dropout=dropout)
+        super().__init__(spec, **components, dropout=dropout)
 
     def build_transforms(self, spec: DatasetSpec) -> None:
         self.rocket = nn.ModuleDict({

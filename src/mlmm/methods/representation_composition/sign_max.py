@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ...components.encode_pool import EncodePoolFusion
 from ...components.pooling import sign_max
-from ..base import MethodInfo
+from ..base import Capability, MethodInfo
 from ..registry import register_method
 
 
@@ -34,6 +34,7 @@ class SignMaxFusion(EncodePoolFusion):
         fusion="intermediate",
         recovers_missing=False,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.FACTORISED}),
         paper="Sign-max merge of modality features (Delgado-Escano et al., 2021; survey Sec. 3.2.2)",
         summary="per-modality encoders, per-element present value of largest magnitude, MLP head",
     )

@@ -17,13 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...components.encoders import build_encoder
-from ...components.heads import mlp_head
 from ...components.pooling import masked_mean
 from ...components.time_pool import batch_observed_steps
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, MissingModalityModel, Output, mask_column
+from ..base import Capability, MethodInfo, MissingModalityModel, Output, mask_column
 from ..registry import register_method
 
 
@@ -70,14 +68,17 @@ class StreamingGRU(MissingModalityModel):
         fusion="intermediate",
         recovers_missing=False,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.STREAMING}),
         paper="Recurrent per-sensor states with observation indicators (cf. GRU-D, Che et al., Sci. Rep. 2018); "
               "survey Sec. 7.8 (temporal and streaming missingness)",
         summary="causal GRU per sequence modality, masked mean of states seen so far, prediction at every step",
+        fixed_encoders={"sequence": "a sequence is encoded one step at a time by a GRU so that predictions "
+                                    "stream with constant work per step"},
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 64, hidden: int = 64, dropout: float = 0.3,
-                 prefix_weight: float = 0.5) -> None:
-        super().__init__(spec)
+                 prefix_weight: float = 0.5, **components) -> None:
+        super().__init__(spec, **components)
         lengths = {m.name: m.shape[0] for m in spec.modalities if m.kind == "sequence"}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"streaming-gru needs sequence modalities of one length, got {lengths}")
@@ -91,9 +92,10 @@ class StreamingGRU(MissingModalityModel):
         })
         self.projections = nn.ModuleDict({name: nn.Linear(hidden, embed_dim) for name in self.grus})
         self.statics = nn.ModuleDict({
-            m.name: build_encoder(m, embed_dim, dropout=dropout) for m in spec.modalities if m.kind != "sequence"
+            m.name: self.components.encoder(m, embed_dim,
+                                            dropout=dropout) for m in spec.modalities if m.kind != "sequence"
         })
-        self.head = mlp_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
+        self.head = self.components.make_head(embed_dim, spec.task.output_dim, hidden=embed_dim, dropout=dropout)
 
     # ------------------------------------------------------------- whole sequence
 

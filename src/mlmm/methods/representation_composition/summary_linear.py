@@ -10,7 +10,7 @@ from ...components.fixed_feature_linear import (
 )
 from ...components.time_series_features import summary_feature_dim, summary_statistics
 from ...data.spec import ModalitySpec
-from ..base import MethodInfo
+from ..base import Capability, MethodInfo
 from ..registry import register_method
 
 
@@ -30,11 +30,14 @@ class SummaryLinear(FixedFeatureLinear):
         fusion="early",
         recovers_missing=False,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.PREPARES}),
         unsupported_kinds=FIXED_FEATURE_UNSUPPORTED,
         paper="Summary-statistic features + linear model, the feature-based time-series baseline "
               "(cf. catch22, Lubba et al., DMKD 2019; tsfresh, Christ et al., 2018)",
         summary="per-channel mean/std/min/max/slope/quantiles of each sequence modality, standardised on the "
                 "training rows, zero-imputed when missing, + mask -> one linear layer",
+        fixed_encoders={"*": "its features are fixed summary-statistic transforms of each modality, "
+                             "not a learned encoder"},
     )
 
     def sequence_features(self, j: int, x: Tensor) -> Tensor:

@@ -13,7 +13,7 @@ from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ...validation import COUNT, POSITIVE, Options
-from ..base import MethodInfo, MissingModalityModel, Output, StageControl, mask_column
+from ..base import Capability, MethodInfo, MissingModalityModel, Output, StageControl, mask_column
 from ..registry import register_method
 
 _DATA_SIZED = ("latents", "latent_class")
@@ -78,7 +78,9 @@ class CrossPartialMultiViewNets(MissingModalityModel):
         fusion="intermediate",
         recovers_missing=False,
         needs_complete_train=False,
-        unsupported_kinds={"text": "every modality is reconstructed from the latent by regression, and token ids "
+        capabilities=frozenset({Capability.PREPARES}),
+        unsupported_kinds={"regression": "cpm-nets classifies by class-mean similarity in its latent space",
+                           "text": "every modality is reconstructed from the latent by regression, and token ids "
                                    "cannot be regressed"},
         paper="CPM-Nets: Zhang et al., CPM-Nets: Cross Partial Multi-View Networks, NeurIPS 2019 "
               "(TPAMI 2020, Deep Partial Multi-View Learning); survey Sec. 3.3",
@@ -86,6 +88,8 @@ class CrossPartialMultiViewNets(MissingModalityModel):
                 "through per-modality decoders + class-structured hinge, official schedule (full batch, 5 decoder "
                 "/ 5 latent Adam steps per epoch, lr 0.01, 30 epochs); each test latent fitted by the same "
                 "reconstruction objective, start and step count (decoders frozen); nearest class mean",
+        fixed_encoders={"*": "CPM-Nets has no encoder: each sample's latent is fitted by reconstruction "
+                             "through per-modality decoders, in input space"},
     )
 
     #: The training latents and their labels are kept: prediction classifies a test latent by
@@ -98,8 +102,8 @@ class CrossPartialMultiViewNets(MissingModalityModel):
     def __init__(self, spec: DatasetSpec, latent_dim: int = 64, hidden: int = 256, hinge_weight: float = 1.0,
                  epochs: int = 30, net_steps: int = 5, latent_steps: int = 5, lr: float = 0.01,
                  fit_steps: int | None = None, fit_lr: float | None = None,
-                 normalisation: str = "standardize") -> None:
-        super().__init__(spec)
+                 normalisation: str = "standardize", **components) -> None:
+        super().__init__(spec, **components)
         if spec.task.kind != "classification":
             raise ValueError("cpm-nets classifies by class-mean similarity; it needs a classification task")
         if normalisation not in NORMALISATIONS:
@@ -143,7 +147,8 @@ class CrossPartialMultiViewNets(MissingModalityModel):
             raise ValueError("cpm-nets needs training labels (train.target is None)")
         # The official Xavier-uniform start, U(±sqrt(6 / (N + K))): near 0, where test latents start.
         bound = math.sqrt(6.0 / (train.size + self.latent_dim))
-        init = (torch.rand(train.size, self.latent_dim, device=train.mask.device) * 2 - 1) * bound
+        init = (torch.rand(train.size, self.latent_dim, device=train.mask.device,
+                           generator=self.generator) * 2 - 1) * bound
         self.latents = nn.Parameter(init)
         self.latent_class = train.target.to(torch.long).clone()
         if self.normalisation == "paper":

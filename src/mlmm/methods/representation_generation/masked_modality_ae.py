@@ -67,8 +67,8 @@ class MaskedModalityAutoencoder(MissingModalityModel):
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
                  n_layers: int = 2, n_heads: int = 4, ff_dim: int = 256, attn_dropout: float = 0.1,
-                 recon_weight: float = 1.0, label_smoothing: float = 0.1) -> None:
-        super().__init__(spec)
+                 recon_weight: float = 1.0, label_smoothing: float = 0.1, **components) -> None:
+        super().__init__(spec, **components)
         if embed_dim % n_heads:
             raise ValueError(f"embed_dim {embed_dim} must be divisible by n_heads {n_heads}")
         if recon_weight < 0:
@@ -77,7 +77,7 @@ class MaskedModalityAutoencoder(MissingModalityModel):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.recon_weight, self.label_smoothing = float(recon_weight), float(label_smoothing)
         m = spec.n_modalities
-        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
         self.mask_tokens = nn.Parameter(torch.randn(m, embed_dim) * 0.02)
         self.type_embed = nn.Parameter(torch.randn(m, embed_dim) * 0.02)
         layer = nn.TransformerEncoderLayer(embed_dim, n_heads, ff_dim, attn_dropout, activation="gelu",
@@ -97,7 +97,7 @@ class MaskedModalityAutoencoder(MissingModalityModel):
         outputs (B, M, D), reconstructions (B, M, D)."""
         z = self.encoders(batch)
         u = F.layer_norm(z, z.shape[-1:])
-        kept = random_sub_mask(batch.mask, strict=False) if self.training else batch.mask
+        kept = random_sub_mask(batch.mask, strict=False, generator=self.generator) if self.training else batch.mask
         t = torch.where(kept.unsqueeze(-1), u, self.mask_tokens.unsqueeze(0)) + self.type_embed
         o = self.out_norm(self.transformer(t))
         return u, kept, o, self.reconstruct(o)

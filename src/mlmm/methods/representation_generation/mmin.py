@@ -9,11 +9,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...components.encoders import PerModalityEncoders
-from ...components.heads import mlp_head
 from ...components.subpatterns import random_sub_mask
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, MissingModalityModel, Output, StageControl
+from ..base import Capability, MethodInfo, MissingModalityModel, Output, StageControl
 from ..registry import register_method
 
 
@@ -100,6 +99,7 @@ class MissingModalityImagination(MissingModalityModel):
         fusion="intermediate",
         recovers_missing=True,
         needs_complete_train=True,
+        capabilities=frozenset({Capability.PREPARES, Capability.MULTI_STAGE}),
         paper="MMIN: Zhao, Li & Jin, Missing Modality Imagination Network for Emotion Recognition with "
               "Uncertain Missing Modalities, ACL 2021 (survey Sec. 3.3, direct representation generation)",
         summary="full-modality teacher (concatenated embeddings) trained on complete rows; cascaded residual "
@@ -111,8 +111,8 @@ class MissingModalityImagination(MissingModalityModel):
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 64, hidden: int | None = None, dropout: float = 0.5,
                  n_blocks: int = 5, ae_dims: Sequence[int] = (256, 128, 64), imagination_weight: float = 4.0,
-                 cycle_weight: float = 2.0, simulate_missing: bool = True) -> None:
-        super().__init__(spec)
+                 cycle_weight: float = 2.0, simulate_missing: bool = True, **components) -> None:
+        super().__init__(spec, **components)
         if imagination_weight < 0 or cycle_weight < 0:
             raise ValueError(f"loss weights must be >= 0, got imagination_weight={imagination_weight}, "
                              f"cycle_weight={cycle_weight}")
@@ -122,12 +122,14 @@ class MissingModalityImagination(MissingModalityModel):
         self.simulate_missing = bool(simulate_missing)
         joint = spec.n_modalities * self.embed_dim
         out = spec.task.output_dim
-        self.teacher = PerModalityEncoders(spec, self.embed_dim, hidden=hidden, dropout=dropout)
-        self.teacher_head = mlp_head(joint, out, hidden=128, dropout=dropout)
-        self.student = PerModalityEncoders(spec, self.embed_dim, hidden=hidden, dropout=dropout)
+        self.teacher = PerModalityEncoders(spec, self.embed_dim, hidden=hidden, dropout=dropout,
+                                           choices=self.components)
+        self.teacher_head = self.components.make_head(joint, out, hidden=128, dropout=dropout)
+        self.student = PerModalityEncoders(spec, self.embed_dim, hidden=hidden, dropout=dropout,
+                                           choices=self.components)
         self.imagine = CascadedResidualAutoencoder(joint, tuple(ae_dims), n_blocks)
         self.imagine_back = CascadedResidualAutoencoder(joint, tuple(ae_dims), n_blocks)
-        self.head = mlp_head(joint, out, hidden=128, dropout=dropout)
+        self.head = self.components.make_head(joint, out, hidden=128, dropout=dropout)
         self._set_trainable("student")
         self.stage = "student"  # the predictor after training; the loop starts with "teacher"
 
@@ -184,7 +186,7 @@ class MissingModalityImagination(MissingModalityModel):
         """(h, ẑ, kept): zero-filled joint embedding, imagined joint embedding (B, F), mask a'."""
         kept = batch.mask
         if self.training and self.simulate_missing:
-            kept = random_sub_mask(batch.mask, strict=True)  # never the full pattern
+            kept = random_sub_mask(batch.mask, strict=True, generator=self.generator)  # never the full pattern
         h = self._joint(self.student, batch, kept)
         return h, self.imagine(h), kept
 

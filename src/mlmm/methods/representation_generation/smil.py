@@ -15,7 +15,7 @@ from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ...validation import COUNT, NONNEG, WIDTH
-from ..base import MethodInfo, MissingModalityModel, Output, StageControl
+from ..base import Capability, MethodInfo, MissingModalityModel, Output, StageControl
 from ..registry import register_method
 
 
@@ -33,13 +33,14 @@ def kmeans(x: Tensor, k: int, generator: torch.Generator, iterations: int = 25) 
     return centres
 
 
-def simulate_missing(mask: Tensor) -> Tensor:
+def simulate_missing(mask: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """SMIL's meta-train view: every sample with K >= 2 present modalities keeps a uniformly
     drawn number in 1..K-1 of them (uniformly chosen), so each loses at least one; samples
-    with one modality keep it. (B, M) bool -> (B, M) bool ⊆ mask. Global RNG (loop-seeded)."""
+    with one modality keep it. (B, M) bool -> (B, M) bool ⊆ mask. Draws from ``generator``."""
     k = mask.sum(dim=1)
-    keep = (torch.rand(mask.shape[0], device=mask.device) * (k - 1).clamp_min(1)).floor().long() + 1
-    scores = torch.rand(mask.shape, device=mask.device).masked_fill(~mask, -1.0)
+    keep = (torch.rand(mask.shape[0], device=mask.device,
+                       generator=generator) * (k - 1).clamp_min(1)).floor().long() + 1
+    scores = torch.rand(mask.shape, device=mask.device, generator=generator).masked_fill(~mask, -1.0)
     rank = scores.argsort(dim=1, descending=True).argsort(dim=1)
     return torch.where((k >= 2).unsqueeze(1), mask & (rank < keep.unsqueeze(1)), mask)
 
@@ -87,6 +88,7 @@ class SMIL(TrainingBankMixin, MissingModalityModel):
         recovers_missing=True,
         recovery_space="embedding",
         needs_complete_train=False,
+        capabilities=frozenset({Capability.PREPARES, Capability.MULTI_STAGE}),
         paper="SMIL: Multimodal Learning with Severely Missing Modality (Ma, Ren, Zhao, Tulyakov, Wu & Peng, "
               "AAAI 2021)",
         summary="missing embedding = softplus-weighted mix of K-means prototypes of that modality, weights from "
@@ -100,14 +102,15 @@ class SMIL(TrainingBankMixin, MissingModalityModel):
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 64, hidden: int = 64, encoder_hidden: int | None = None,
                  dropout: float = 0.5, n_prototypes: int = 10, inner_lr: float = 1e-3, align_weight: float = 0.01,
-                 bank_size: int = 512, bank_seed: int = 0) -> None:
-        super().__init__(spec)
+                 bank_size: int = 512, bank_seed: int = 0, **components) -> None:
+        super().__init__(spec, **components)
         if n_prototypes < 1:
             raise ValueError(f"n_prototypes must be >= 1, got {n_prototypes}")
         m = spec.n_modalities
         self.inner_lr, self.align_weight = float(inner_lr), float(align_weight)
         self.n_prototypes = int(n_prototypes)
-        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=encoder_hidden, dropout=dropout)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=encoder_hidden, dropout=dropout,
+                                            choices=self.components)
         self.reconstruct = nn.ModuleList(nn.Linear(embed_dim, n_prototypes) for _ in range(m))
         self.perturb_fused = nn.Linear(embed_dim, 2 * m * embed_dim)
         self.perturb_hidden = nn.Linear(m * embed_dim, 2 * hidden)
@@ -201,7 +204,7 @@ class SMIL(TrainingBankMixin, MissingModalityModel):
         if self.stage != "meta" or not self.training:
             return {"task": self.task_loss(output.logits, batch.target)}
         z, mask = output.aux["z"], batch.mask
-        view = simulate_missing(mask)
+        view = simulate_missing(mask, generator=self.generator)
         head = {n: p for n, p in self.named_parameters() if n.startswith(("fc1.", "fc2."))}
         inner = self.task_loss(self.run(z, view, head, sample=True)["logits"], batch.target)
         grads = torch.autograd.grad(inner, list(head.values()), create_graph=True, allow_unused=True)

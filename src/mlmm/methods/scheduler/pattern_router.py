@@ -10,13 +10,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...components.encoders import PerModalityEncoders
-from ...components.heads import mlp_head
 from ...components.llm_router import Router
 from ...components.pooling import masked_mean
 from ...components.row_lookup import resize_to_saved
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
-from ..base import MethodInfo, MissingModalityModel, Output
+from ..base import Capability, MethodInfo, MissingModalityModel, Output
 from ..registry import register_method
 
 #: Patterns are enumerated exhaustively for calibration up to this many modalities
@@ -76,24 +75,26 @@ class PatternRouter(MissingModalityModel):
         fusion="hybrid",
         recovers_missing=False,
         needs_complete_train=False,
+        capabilities=frozenset({Capability.CALIBRATES}),
         paper="Discrete scheduler (survey Sec. 4.2.3: Visual ChatGPT, Wu et al. 2023; HuggingGPT, Shen et al. "
               "2024) scaled down to a validation-scored router over trained experts, LLM router pluggable",
         summary="experts = masked-mean fusion, late ensemble, one per modality; per-pattern routing to the "
                 "feasible expert with the best validation accuracy, fusion as fallback; pluggable LLM router",
+        unsupported_kinds={"regression": "pattern-router scores its experts by validation accuracy"},
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 128, hidden: int | None = None, dropout: float = 0.5,
-                 min_count: int = 5) -> None:
-        super().__init__(spec)
+                 min_count: int = 5, **components) -> None:
+        super().__init__(spec, **components)
         if spec.task.kind != "classification":
             raise ValueError("pattern-router scores experts by validation accuracy; it needs a classification task")
         if min_count < 1:
             raise ValueError(f"min_count must be >= 1, got {min_count}")
         self.min_count = int(min_count)
         out = spec.task.output_dim
-        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout)
-        self.fusion_head = mlp_head(embed_dim, out, hidden=embed_dim, dropout=dropout)
-        self.unimodal_heads = nn.ModuleList(mlp_head(embed_dim, out, hidden=embed_dim, dropout=dropout)
+        self.encoders = PerModalityEncoders(spec, embed_dim, hidden=hidden, dropout=dropout, choices=self.components)
+        self.fusion_head = self.components.make_head(embed_dim, out, hidden=embed_dim, dropout=dropout)
+        self.unimodal_heads = nn.ModuleList(self.components.make_head(embed_dim, out, hidden=embed_dim, dropout=dropout)
                                             for _ in spec.modalities)
         names = spec.modality_names
         self.expert_names = ("fusion", "late-ensemble") + tuple(f"only:{m}" for m in names)

@@ -12,7 +12,7 @@ from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ...validation import STRING, SequenceOf
-from ..base import MethodInfo, MissingModalityModel, Output
+from ..base import Capability, MethodInfo, MissingModalityModel, Output
 from ..registry import METHODS, register_method
 
 #: Candidates tried by default: the fixed-feature time-series baselines and the learned default.
@@ -55,13 +55,17 @@ class StrongestDefault(MissingModalityModel):
               "+ linear head, learned encoders + masked mean)",
         summary="trains summary-linear, rocket-linear and masked-mean together; keeps the one with the best "
                 "validation accuracy (chosen once, after training; saved with the model)",
+        capabilities=frozenset({Capability.CALIBRATES}),
+        fixed_encoders={"*": "each candidate is a default pipeline built with its own components (fixed "
+                             "time-series features or learned encoders); pass encoders to a candidate method"},
     )
 
     # names are checked against the registry when built (an unknown one is a KeyError naming it)
     param_constraints: ClassVar[dict] = {"candidates": [STRING, SequenceOf(STRING)]}
 
-    def __init__(self, spec: DatasetSpec, candidates: tuple[str, ...] | list[str] | str = DEFAULT_CANDIDATES) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: DatasetSpec, candidates: tuple[str, ...] | list[str] | str = DEFAULT_CANDIDATES,
+                 **components) -> None:
+        super().__init__(spec, **components)
         if candidates is DEFAULT_CANDIDATES:
             # The default set leaves out a candidate that declares a kind of this spec unsupported
             # (time-series features on an image or text modality); a given list is taken as given.
@@ -86,6 +90,14 @@ class StrongestDefault(MissingModalityModel):
         self.register_buffer("chosen", torch.tensor(-1, dtype=torch.long))
         #: candidate name -> validation figures from the last ``calibrate`` (not saved).
         self.scores: dict[str, dict[str, float]] = {}
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """CALIBRATES (the choice), plus PREPARES / AFTER_STEP where a candidate has them (forwarded)."""
+        caps = {Capability.CALIBRATES}
+        for c in self.candidates:
+            caps |= c.capabilities & {Capability.PREPARES, Capability.AFTER_STEP}
+        return frozenset(caps)
 
     def stages(self) -> tuple[str, ...]:
         for name, c in zip(self.candidate_names, self.candidates):
