@@ -78,7 +78,7 @@ class CrossPartialMultiViewNets(MissingModalityModel):
         fusion="intermediate",
         recovers_missing=False,
         needs_complete_train=False,
-        capabilities=frozenset({Capability.PREPARES}),
+        capabilities=frozenset({Capability.PREPARES, Capability.CALIBRATES}),
         unsupported_kinds={"regression": "cpm-nets classifies by class-mean similarity in its latent space",
                            "text": "every modality is reconstructed from the latent by regression, and token ids "
                                    "cannot be regressed"},

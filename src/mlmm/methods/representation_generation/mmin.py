@@ -99,7 +99,7 @@ class MissingModalityImagination(MissingModalityModel):
         fusion="intermediate",
         recovers_missing=True,
         needs_complete_train=True,
-        capabilities=frozenset({Capability.PREPARES, Capability.MULTI_STAGE}),
+        capabilities=frozenset({Capability.MULTI_STAGE}),
         paper="MMIN: Zhao, Li & Jin, Missing Modality Imagination Network for Emotion Recognition with "
               "Uncertain Missing Modalities, ACL 2021 (survey Sec. 3.3, direct representation generation)",
         summary="full-modality teacher (concatenated embeddings) trained on complete rows; cascaded residual "
