@@ -6,6 +6,7 @@ parameters; these tests check what each method is *for*, with known answers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -19,6 +20,8 @@ from mlmm.data.batch import Batch
 from mlmm.data.datasets import make_synthetic
 from mlmm.data.spec import DatasetSpec, ModalitySpec, TaskSpec
 from mlmm.methods import METHODS
+from mlmm.methods.base import Capability
+from mlmm.methods.representation_composition.masked_mean import MaskedMeanFusion
 from mlmm.missing import EntryRate, Scenario
 from mlmm.missing.functional import entry_rate_mask
 from mlmm.testing import run_conformance
@@ -171,9 +174,16 @@ def test_teacher_student_freezes_the_teacher_and_refuses_incomplete_training_dat
 
 def test_trainer_calls_after_step_once_per_optimiser_step() -> None:
     data = _data()
-    method = build_method("masked-mean", data.spec, 0)
     calls = []
-    method.after_step = lambda: calls.append(1)
+
+    class Counting(MaskedMeanFusion):  # a method that declares AFTER_STEP (the loop reads the declaration)
+        info = dataclasses.replace(MaskedMeanFusion.info, capabilities=frozenset({Capability.AFTER_STEP,
+                                                                                  Capability.FACTORISED}))
+
+        def after_step(self) -> None:
+            calls.append(1)
+
+    method = Counting(data.spec)
     config = TrainConfig(max_epochs=3, batch_size=16, patience=5)
     train = data.split("train")
     Trainer(config).fit(method, train, data.split("test"))

@@ -6,6 +6,7 @@ tests check each mechanism against a known answer on small synthetic data.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -26,6 +27,7 @@ from mlmm.data.batch import Batch
 from mlmm.data.datasets import make_synthetic
 from mlmm.data.preprocess import Standardizer
 from mlmm.methods import METHODS
+from mlmm.methods.base import Capability
 from mlmm.methods.representation_composition.masked_mean import MaskedMeanFusion
 from mlmm.missing.functional import entry_rate_mask
 from mlmm.train.loop import TrainConfig, Trainer, build_method
@@ -232,6 +234,9 @@ def test_trainer_calls_calibrate_once_on_the_validation_split_without_gradients(
     calls = []
 
     class Recording(MaskedMeanFusion):  # not registered: the Trainer takes an instance
+        info = dataclasses.replace(MaskedMeanFusion.info, capabilities=frozenset({Capability.CALIBRATES,
+                                                                                  Capability.FACTORISED}))
+
         def calibrate(self, val: Batch) -> None:
             calls.append((val.size, self.training, torch.is_grad_enabled(), float(val.inputs["m0"].mean())))
 

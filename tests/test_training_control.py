@@ -10,7 +10,7 @@ from torch import nn
 from mlmm.data.base import MultimodalDataset
 from mlmm.data.batch import Batch
 from mlmm.data.spec import DatasetSpec, ModalitySpec, TaskSpec
-from mlmm.methods.base import MethodInfo, MissingModalityModel, Output, StageControl
+from mlmm.methods.base import Capability, MethodInfo, MissingModalityModel, Output, StageControl
 from mlmm.train.loop import TrainConfig, Trainer
 
 SPEC = DatasetSpec("toy", (ModalitySpec("a", "vector", (3,)), ModalitySpec("b", "vector", (2,))),
@@ -32,7 +32,8 @@ class Recorder(MissingModalityModel):
     """A linear model that records what the loop hands it in training mode."""
 
     info = MethodInfo(category="representation-composition", fusion="late", recovers_missing=False,
-                      needs_complete_train=False, paper="-", summary="test double")
+                      needs_complete_train=False, paper="-", summary="test double",
+                      capabilities=frozenset({Capability.AFTER_STEP}))
 
     def __init__(self, spec: DatasetSpec, control: StageControl | None = None) -> None:
         super().__init__(spec)
