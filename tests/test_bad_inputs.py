@@ -128,7 +128,7 @@ CLI_CASES = [
     ("embed-dim-text", RUN + ["--param", "embed_dim=abc"], "embed_dim=str 'abc'"),
     ("embed-dim-huge", RUN + ["--param", "embed_dim=100000000"], "embed_dim=100000000"),
     ("embed-dim-float-huge", RUN + ["--param", "embed_dim=1e8"], "embed_dim=100000000.0"),
-    ("param-unknown", RUN + ["--param", "nosuch=1"], "unknown parameter 'nosuch'; allowed: dropout, embed_dim"),
+    ("param-unknown", RUN + ["--param", "nosuch=1"], "'nosuch'; allowed: dropout, embed_dim, encoders, head, hidden"),
     ("dropout-nan", RUN + ["--param", "dropout=NaN"], "dropout=nan"),
     ("dropout-one", RUN + ["--param", "dropout=1"], "dropout=1"),
     ("param-no-equals", RUN + ["--param", "embed_dim"], "expected KEY=VALUE"),

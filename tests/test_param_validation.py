@@ -55,7 +55,7 @@ def test_defaults_satisfy_the_constraints(name):
         (dict(dropout=float("nan")), r"dropout=nan is not allowed; dropout must be a finite number in \[0, 1\)"),
         (dict(dropout=1.0), r"dropout=1.0 is not allowed"),
         (dict(hidden=0), r"hidden must be an int in \[1, 65536\] or None"),
-        (dict(nosuch=1), r"method 'masked-mean': unknown parameter 'nosuch'; allowed: dropout, embed_dim, hidden"),
+        (dict(nosuch=1), r"'nosuch'; allowed: dropout, embed_dim, encoders, head, hidden, preprocess"),
     ],
 )
 def test_build_method_refuses_bad_parameters_before_building(params, message):

@@ -37,5 +37,9 @@ class DeviceError(ValueError):
     """A torch device that does not parse or is not available on this machine."""
 
 
-class UnseenModalityWarning(UserWarning):
+class MlmmWarning(UserWarning):
+    """Base of mlmm's own warnings: the CLI shows each as one ``mlmm: note:`` line."""
+
+
+class UnseenModalityWarning(MlmmWarning):
     """A modality absent from every training row was given at prediction and treated as missing."""

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 
 from .. import __version__
+from ..errors import MlmmWarning
 from ..train.devices import check_device
 from . import bench, demo, diagnostics, listing, predict, report, run, stream
 from .common import UsageError, _Parser, add_training_flags
@@ -133,8 +134,15 @@ def _note(message, category, filename, lineno, file=None, line=None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     shown = warnings.showwarning
-    # What a loader inferred (KindInferredWarning) and other library warnings: one line each.
+    # What a loader inferred (KindInferredWarning) and mlmm's other warnings: one line each, shown
+    # even where the interpreter's filters would ignore them or turn them into errors (-W error).
     warnings.showwarning = _note
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", MlmmWarning)
+        return _main(parser, argv, shown)
+
+
+def _main(parser: argparse.ArgumentParser, argv: Sequence[str] | None, shown) -> int:
     try:
         args = parser.parse_args(argv)
         if getattr(args, "threads", None) is not None:

@@ -36,6 +36,7 @@ import warnings
 import numpy as np
 from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold
 
+from ..errors import MlmmWarning
 from .base import MultimodalDataset, stratified_split
 
 SPLIT_KINDS = ("fixed", "tmc", "random", "group", "logo", "group-kfold")
@@ -46,7 +47,7 @@ FOLD_KINDS = ("logo", "group-kfold")
 GROUP_KFOLD_SPLITS = 5
 
 
-class GroupLeakWarning(UserWarning):
+class GroupLeakWarning(MlmmWarning):
     """A split that ignores the dataset's group ids: one group's rows land in training and test."""
 
 

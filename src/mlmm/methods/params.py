@@ -66,6 +66,22 @@ def _signature(cls: type) -> list[inspect.Parameter]:
     return [p for p in params if p.name != "spec"]
 
 
+def _forwarded_names(cls: type) -> list[str]:
+    """Keyword names a class's ``**kwargs`` reach: those of the bases' ``__init__`` that the
+    chain of ``**kwargs`` forwarding gets to (it stops at the first base without ``**kwargs``)."""
+    names: list[str] = []
+    if not any(p.kind == p.VAR_KEYWORD for p in _signature(cls)):
+        return names
+    for klass in cls.__mro__[1:]:
+        if "__init__" not in vars(klass) or klass is object:
+            continue
+        params = _signature(klass)
+        names += [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
 def method_param_constraints(cls: type) -> dict[str, list]:
     """Parameter name -> constraints for method class ``cls`` (keyword arguments of its ``__init__``)."""
     declared: dict[str, list] = {}
@@ -100,8 +116,10 @@ def check_method_params(name: str, cls: type, params: Mapping[str, Any]) -> None
     if extra and target is not None:
         member_cls = target(params)
         check_method_params(getattr(member_cls, "method_name", member_cls.__name__), member_cls, extra)
-    elif extra and not any(p.kind == p.VAR_KEYWORD for p in signature):
-        check_names(owner, extra, named)
+    elif extra:
+        # A method forwarding **components up its bases (encoders / head / preprocess) takes the
+        # keywords its bases name, and nothing else.
+        check_names(owner, extra, sorted(set(named) | set(_forwarded_names(cls))))
     for key, value in own.items():
         if key in constraints:
             check_value(owner, key, value, constraints[key])

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from ..data.base import MultimodalDataset
 from ..data.batch import Batch
 from ..data.preprocess import Standardizer
-from ..errors import EmptySplitError, TrainingDiverged
+from ..errors import EmptySplitError, MlmmWarning, TrainingDiverged
 from ..methods.base import Capability, MissingModalityModel, StageControl
 from . import distributed
 from .config import OPTIMIZERS, TrainConfig
@@ -56,7 +56,7 @@ from .fitted import FittedModel
 from .streamed import is_streamed, needs_whole_split, stream_batches, streamed_validation, whole_split
 
 
-class FitNeverImproved(UserWarning):
+class FitNeverImproved(MlmmWarning):
     """A training stage ended no better on validation than where it started."""
 
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ...errors import MlmmWarning
 from ..base import MultimodalDataset
 from ..spec import DatasetSpec, ModalitySpec, TaskSpec
 
@@ -47,7 +48,7 @@ def encode_labels(raw: np.ndarray, task: str, source: str) -> tuple[np.ndarray, 
     return codes.astype(np.int64), tuple(str(c) for c in classes)
 
 
-class KindInferredWarning(UserWarning):
+class KindInferredWarning(MlmmWarning):
     """A loader chose a modality's kind from its array because none was stated."""
 
 

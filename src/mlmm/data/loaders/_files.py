@@ -20,6 +20,8 @@ import hashlib
 import warnings
 from pathlib import Path
 
+from ...errors import MlmmWarning
+
 #: file name -> (sha256, where this copy comes from).
 KNOWN_SHA256: dict[str, tuple[str, str]] = {
     "BasicMotions_TRAIN.ts": ("8dc43cc6306cb679c888c01e26f91772ac4441a916da43bac8b79734a538b9d6", "aeon 1.6.0 wheel"),
@@ -29,7 +31,7 @@ KNOWN_SHA256: dict[str, tuple[str, str]] = {
 }
 
 
-class UnknownFileVersionWarning(UserWarning):
+class UnknownFileVersionWarning(MlmmWarning):
     """A file named like a known published file has a different sha256."""
 
 
