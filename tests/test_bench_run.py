@@ -115,7 +115,7 @@ def test_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path) -> Non
     while time.time() < deadline and _count(db) < 3 and proc.poll() is None:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc.communicate()  # reaps it and closes its stderr pipe (an open pipe is a ResourceWarning)
     before = {(c["config_hash"], c["seed"]): c["finished_at"] for c in load_cells(db)}
     assert 3 <= len(before) < 16, f"kill came too late to test a resume ({len(before)} cells done)"
     done = subprocess.run(argv, capture_output=True, text=True)

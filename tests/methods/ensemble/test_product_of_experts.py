@@ -40,5 +40,5 @@ def test_refuses_regression():
     from mlmm.data import DatasetSpec, TaskSpec
 
     spec = DatasetSpec("r", data.spec.modalities, TaskSpec("regression"))
-    with pytest.raises(ValueError, match="needs a classification task"):
+    with pytest.raises(ValueError, match="product-of-experts does not take a regression task"):
         build_method("product-of-experts", spec)
