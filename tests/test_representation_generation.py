@@ -16,25 +16,11 @@ from mlmm.components.subpatterns import random_sub_mask
 from mlmm.data.batch import Batch
 from mlmm.data.datasets import make_synthetic
 from mlmm.data.preprocess import Standardizer
-from mlmm.methods import METHODS
 from mlmm.missing.functional import entry_rate_mask
 from mlmm.train.loop import TrainConfig, Trainer, build_method, seeded
 
 NAMES = ("masked-modality-ae", "mmin", "cpm-nets")
 FAST = TrainConfig(max_epochs=10, batch_size=32, patience=10)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_registered_with_full_metadata(name: str) -> None:
-    cls = METHODS.get(name)
-    info = cls.info
-    assert info.category == "representation-generation" and info.fusion == "intermediate"
-    assert info.paper and info.summary and cls.__doc__
-    assert info.needs_complete_train is (name == "mmin")
-    assert info.recovers_missing is (name != "cpm-nets")
-    assert info.recovery_space == (None if name == "cpm-nets" else "embedding")
-    if name == "cpm-nets":
-        assert "TRANSDUCTIVE" in info.summary
 
 
 def test_random_sub_mask_strict_and_not() -> None:

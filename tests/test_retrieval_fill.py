@@ -13,7 +13,6 @@ from mlmm.components.temporal import frame_repeat_fill
 from mlmm.data.batch import Batch
 from mlmm.data.datasets import make_synthetic
 from mlmm.data.preprocess import Standardizer
-from mlmm.methods import METHODS
 from mlmm.train.loop import build_method, seeded
 
 NAN = float("nan")
@@ -35,14 +34,6 @@ def _drop(batch: Batch, j: int) -> Batch:
     mask = batch.mask.clone()
     mask[:, j] = False
     return batch.with_mask(mask)
-
-
-def test_registered_with_full_metadata() -> None:
-    cls = METHODS.get("retrieval-fill")
-    info = cls.info
-    assert (info.category, info.fusion) == ("modality-composition", "early")
-    assert info.recovers_missing is True and info.needs_complete_train is False
-    assert info.paper and info.summary and "2.1.1" in info.paper and cls.__doc__
 
 
 def test_eval_nn_fill_beats_mean_fill() -> None:
