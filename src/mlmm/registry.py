@@ -30,6 +30,17 @@ class Registry(Generic[T]):
     Registering a name twice is an error, except for the same qualified object
     (module + qualname) registered again: re-running a notebook cell or reloading a
     module that defines a class re-creates it, and the new definition replaces the old.
+
+    >>> pools = Registry("pool")
+    >>> @pools.register("max")
+    ... def pool_max(xs):
+    ...     return max(xs)
+    >>> pools.get("max")([1, 3, 2]), pools.names()
+    (3, ['max'])
+    >>> pools.get("mean")
+    Traceback (most recent call last):
+    ...
+    mlmm.registry.UnknownNameError: unknown pool 'mean'; known: max
     """
 
     def __init__(self, kind: str) -> None:

@@ -150,7 +150,16 @@ class DatasetSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe description: ``{"name", "modalities": [ModalitySpec.to_dict()...], "task"}``;
-        ``DatasetSpec.from_dict(spec.to_dict()) == spec``."""
+        ``DatasetSpec.from_dict(spec.to_dict()) == spec``.
+
+        >>> spec = DatasetSpec("memes", (ModalitySpec("image", "image", (3, 32, 32)),
+        ...                              ModalitySpec("caption", "text", (16,), vocab_size=30522)),
+        ...                    TaskSpec("classification", n_classes=2))
+        >>> [m["kind"] for m in spec.to_dict()["modalities"]]
+        ['image', 'text']
+        >>> DatasetSpec.from_dict(spec.to_dict()) == spec
+        True
+        """
         return {"name": self.name, "modalities": [m.to_dict() for m in self.modalities],
                 "task": self.task.to_dict()}
 

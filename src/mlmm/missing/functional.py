@@ -112,6 +112,10 @@ def entry_rate_mask(n: int, n_modalities: int, rate: float, rng: np.random.Gener
     Valid range: 0 <= rate <= 1 - 1/M.
 
     Returns: (n, M) bool, True = present.
+
+    >>> mask = entry_rate_mask(100, 3, 0.5, np.random.default_rng(0))
+    >>> mask.shape, int((~mask).sum()), bool(mask.any(axis=1).all())  # 150 of 300 entries missing
+    ((100, 3), 150, True)
     """
     n = _check_int(n, "n", 0)
     m = _check_int(n_modalities, "n_modalities", 1)
@@ -302,13 +306,21 @@ def label_mnar_mask(
 
 
 def all_subsets(n_modalities: int) -> list[tuple[int, ...]]:
-    """All 2^M - 1 non-empty subsets of range(M), by size then lexicographically."""
+    """All 2^M - 1 non-empty subsets of range(M), by size then lexicographically.
+
+    >>> all_subsets(3)
+    [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]
+    """
     m = _check_int(n_modalities, "n_modalities", 1)
     return [c for k in range(1, m + 1) for c in combinations(range(m), k)]
 
 
 def subset_name(subset: Sequence[int], names: Sequence[str]) -> str:
-    """``"fou+kar"``: names of ``subset`` joined by '+' in modality order; ``"none"`` if empty."""
+    """``"fou+kar"``: names of ``subset`` joined by '+' in modality order; ``"none"`` if empty.
+
+    >>> subset_name([2, 0], ["fou", "fac", "kar"]), subset_name([], ["fou"])
+    ('fou+kar', 'none')
+    """
     idx = sorted(int(i) for i in subset)
     if not idx:
         return "none"
