@@ -14,6 +14,7 @@ what is allowed.
 
 from __future__ import annotations
 
+import abc
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,11 +24,12 @@ from typing import Any
 from .errors import InvalidParameterError
 
 
-class Constraint:
+class Constraint(abc.ABC):
     """One allowed kind of value; ``str()`` says what, for the error message."""
 
+    @abc.abstractmethod
     def ok(self, value: Any) -> bool:
-        raise NotImplementedError
+        """Whether ``value`` is allowed."""
 
 
 def _is_int(value: Any) -> bool:

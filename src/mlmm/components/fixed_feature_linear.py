@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import Tensor, nn
 
@@ -18,7 +20,7 @@ FIXED_FEATURE_UNSUPPORTED = {
 }
 
 
-class FixedFeatureLinear(MissingModalityModel):
+class FixedFeatureLinear(MissingModalityModel, abc.ABC):
     """Fixed per-modality features, standardised with training statistics, and one linear layer.
 
     Shapes: B batch, M modalities, F_m features of modality m, C outputs.
@@ -52,11 +54,13 @@ class FixedFeatureLinear(MissingModalityModel):
     def build_transforms(self, spec: DatasetSpec) -> None:
         """Build any modules ``sequence_features`` needs (default: none)."""
 
+    @abc.abstractmethod
     def sequence_features(self, j: int, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """(B, T, C) sequence of modality j -> (B, F_j) fixed features."""
 
+    @abc.abstractmethod
     def sequence_feature_dim(self, j: int, m: ModalitySpec) -> int:
-        raise NotImplementedError
+        """F_j, the width ``sequence_features`` gives for modality j."""
 
     def feature_dim(self, j: int, m: ModalitySpec) -> int:
         return self.sequence_feature_dim(j, m) if m.kind == "sequence" else m.shape[0]

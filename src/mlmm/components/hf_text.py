@@ -18,30 +18,16 @@ import copy
 import functools
 import os
 
-import torch
 from torch import Tensor, nn
 
 from ..data.spec import ModalitySpec
-from .pretrained_backbone import MissingExtraError, _offline_quiet, resolve_backbone
-
-_EXTRA_HINT = "install the optional extra: pip install 'mlmm[pretrained]'"
+from .pretrained_backbone import load_local_model, resolve_backbone
 
 
 @functools.lru_cache(maxsize=4)
 def _load_text_model(path: str) -> nn.Module:
     """The base model at ``path``, float32, eval, frozen; loaded once per process (callers copy it)."""
-    try:
-        from transformers import AutoModel
-    except ImportError as err:
-        raise MissingExtraError(f"hf: text encoders need the package transformers, which is not installed; "
-                                f"{_EXTRA_HINT}") from err
-    with _offline_quiet(), torch.random.fork_rng(devices=[]):
-        try:
-            model = AutoModel.from_pretrained(path, local_files_only=True)
-        except Exception as err:  # transformers raises OSError, ValueError, KeyError, ...
-            raise ValueError(f"text encoder path {path!r} could not be loaded as a Hugging Face model offline: "
-                             f"{type(err).__name__}: {err}") from err
-    return model.float().eval().requires_grad_(False)
+    return load_local_model(path, "text encoder")
 
 
 class HFTextEncoder(nn.Module):

@@ -100,26 +100,32 @@ def _layer_stack(model: nn.Module, path: Path) -> nn.ModuleList:
                      f"in {type(model).__name__}")
 
 
-@functools.lru_cache(maxsize=4)
-def _load_template(path: str) -> nn.Module:
-    """The base model at ``path`` (float32, eval mode, frozen, token-embedding table dropped),
-    loaded once per process; callers deep-copy it."""
+def load_local_model(path: str, what: str) -> nn.Module:
+    """The Hugging Face base model at local ``path`` as float32, eval mode, frozen; never
+    downloads. ``what`` names the caller in errors ("backbone", "text encoder")."""
     try:
         from transformers import AutoModel
     except ImportError as err:
-        raise MissingExtraError(f"pretrained backbones need the package transformers, which is not "
+        raise MissingExtraError(f"{what}s need the package transformers, which is not "
                                 f"installed; {_EXTRA_HINT}") from err
     # transformers is imported above, before the offline variables are set: huggingface_hub
     # reads them once at import, and the caller's later hub use must see the caller's values.
     # Loading must not draw from the caller's RNG stream (models are initialised before their
-    # weights are read, and the cache makes that happen on the first build only).
+    # weights are read).
     with _offline_quiet(), torch.random.fork_rng(devices=[]):
         try:
             model = AutoModel.from_pretrained(path, local_files_only=True)
         except Exception as err:  # transformers raises OSError, ValueError, KeyError, ...
-            raise ValueError(f"backbone path {path!r} could not be loaded as a Hugging Face model "
+            raise ValueError(f"{what} path {path!r} could not be loaded as a Hugging Face model "
                              f"offline: {type(err).__name__}: {err}") from err
-    model = model.float().eval().requires_grad_(False)
+    return model.float().eval().requires_grad_(False)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_template(path: str) -> nn.Module:
+    """The base model at ``path`` (float32, eval mode, frozen, token-embedding table dropped),
+    loaded once per process; callers deep-copy it."""
+    model = load_local_model(path, "backbone")
     _layer_stack(model, Path(path))
     # Soft tokens enter through inputs_embeds, so the token-embedding table (half of
     # MiniLM's parameters) is never read: a 1-row stand-in keeps copies and checkpoints small.
