@@ -35,6 +35,11 @@ def early_fusion_layout(spec: DatasetSpec) -> ModalitySpec:
     return ModalitySpec("early_fusion", "vector", (sum(m.size for m in spec.modalities) + spec.n_modalities,))
 
 
+#: ``MethodInfo.unsupported_kinds`` of the methods built on this module (why text is refused).
+EARLY_FILL_UNSUPPORTED = {"text": ("early fusion concatenates and fills raw inputs as numbers, and token ids are "
+            "categories, not numbers (use an intermediate fusion, e.g. product-of-experts)")}
+
+
 class FillEarlyFusion(MissingModalityModel, abc.ABC):
     """Abstract: subclasses define the fill value f_m of every modality in ``fill_values``."""
 

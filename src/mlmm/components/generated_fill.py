@@ -20,6 +20,10 @@ from ..data.spec import DatasetSpec, ModalitySpec
 from ..methods.base import MissingModalityModel, Output, mask_column
 from .encoders import PerModalityEncoders
 
+#: ``MethodInfo.unsupported_kinds`` of the methods built on this module (why text is refused).
+INPUT_GENERATION_UNSUPPORTED = {"text": ("it generates missing modalities in input space by regression, and token ids "
+            "cannot be regressed (use an intermediate fusion, e.g. product-of-experts)")}
+
 
 class FlatDecoder(nn.Module):
     """(B, in_dim) -> (B, *spec.shape): a two-layer MLP whose output is reshaped to the modality.

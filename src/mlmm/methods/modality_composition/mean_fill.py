@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ...components.early_fill import FillEarlyFusion
+from ...components.early_fill import EARLY_FILL_UNSUPPORTED, FillEarlyFusion
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ..base import Capability, MethodInfo
@@ -27,8 +27,7 @@ class MeanFill(FillEarlyFusion):
         needs_complete_train=False,
         capabilities=frozenset({Capability.PREPARES}),
         recovery_space="input",
-        unsupported_kinds={"text": "early fusion concatenates and fills raw inputs as numbers, and token ids are "
-                                   "categories, not numbers (use an intermediate fusion, e.g. product-of-experts)"},
+        unsupported_kinds=EARLY_FILL_UNSUPPORTED,
         paper="Mean imputation (Zhang et al., survey Sec. 2.1.1; CPM-Nets' FeatConcat baseline)",
         summary="missing modality filled with its training mean over present samples, mask indicators, early fusion",
         fixed_encoders={"*": "early fusion: one encoder reads every modality, mean-filled and concatenated,"

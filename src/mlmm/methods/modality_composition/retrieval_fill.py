@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ...components.early_fill import FillEarlyFusion
+from ...components.early_fill import EARLY_FILL_UNSUPPORTED, FillEarlyFusion
 from ...components.memory_bank import TrainingBankMixin
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
@@ -94,8 +94,7 @@ class RetrievalFill(TrainingBankMixin, FillEarlyFusion):
         recovery_space="input",
         needs_complete_train=False,
         capabilities=frozenset({Capability.PREPARES}),
-        unsupported_kinds={"text": "early fusion concatenates and fills raw inputs as numbers, and token ids are "
-                                   "categories, not numbers (use an intermediate fusion, e.g. product-of-experts)"},
+        unsupported_kinds=EARLY_FILL_UNSUPPORTED,
         paper="Retrieval-based modality composition (survey Sec. 2.1.1): same-class training samples / "
               "k-nearest neighbours on the available modalities fill the missing modality",
         summary="missing x_m filled with a random same-class training row's x_m (train) or the mean of the "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ...components.early_fill import FillEarlyFusion
+from ...components.early_fill import EARLY_FILL_UNSUPPORTED, FillEarlyFusion
 from ...data.batch import Batch
 from ...data.preprocess import Standardizer
 from ..base import Capability, MethodInfo
@@ -29,8 +29,7 @@ class ZeroFill(FillEarlyFusion):
         needs_complete_train=False,
         capabilities=frozenset({Capability.PREPARES}),
         recovery_space="input",
-        unsupported_kinds={"text": "early fusion concatenates and fills raw inputs as numbers, and token ids are "
-                                   "categories, not numbers (use an intermediate fusion, e.g. product-of-experts)"},
+        unsupported_kinds=EARLY_FILL_UNSUPPORTED,
         paper="Zero imputation, the common baseline (e.g. Ma et al., SMIL, AAAI 2021; survey Sec. 2.1.1)",
         summary="missing modality filled with raw zeros, mask indicators appended, early fusion MLP/TCN",
         fixed_encoders={"*": "early fusion: one encoder reads every modality, constant-filled and "

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ...components.encoders import PerModalityEncoders
-from ...components.generated_fill import FlatDecoder, GeneratedFillModel, hide_bernoulli
+from ...components.generated_fill import INPUT_GENERATION_UNSUPPORTED, FlatDecoder, GeneratedFillModel, hide_bernoulli
 from ...components.pooling import masked_mean
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
@@ -52,8 +52,7 @@ class IndividualGenerators(GeneratedFillModel):
         recovers_missing=True,
         needs_complete_train=False,
         capabilities=frozenset({Capability.PREPARES}),
-        unsupported_kinds={"text": "it generates missing modalities in input space by regression, and token ids "
-                                   "cannot be regressed (use an intermediate fusion, e.g. product-of-experts)"},
+        unsupported_kinds=INPUT_GENERATION_UNSUPPORTED,
         paper="Individual modality generation (survey Sec. 2.1.2; e.g. Tran et al., CVPR 2017; "
               "Cai et al., KDD 2018): one generator per target modality",
         summary="per-target MLP generator from the masked mean of the other modalities' encodings, trained on "

@@ -6,7 +6,13 @@ import torch
 from torch import Tensor, nn
 
 from ...components.encoders import PerModalityEncoders
-from ...components.generated_fill import FlatDecoder, GeneratedFillModel, hide_bernoulli, keep_random_subset
+from ...components.generated_fill import (
+    INPUT_GENERATION_UNSUPPORTED,
+    FlatDecoder,
+    GeneratedFillModel,
+    hide_bernoulli,
+    keep_random_subset,
+)
 from ...data.batch import Batch
 from ...data.spec import DatasetSpec
 from ..base import Capability, MethodInfo
@@ -56,8 +62,7 @@ class MaskedAutoencoderFill(GeneratedFillModel):
         recovers_missing=True,
         needs_complete_train=False,
         capabilities=frozenset({Capability.PREPARES}),
-        unsupported_kinds={"text": "it generates missing modalities in input space by regression, and token ids "
-                                   "cannot be regressed (use an intermediate fusion, e.g. product-of-experts)"},
+        unsupported_kinds=INPUT_GENERATION_UNSUPPORTED,
         paper="Unified modality generation by a multimodal masked autoencoder (survey Sec. 2.1.2; MAE, He et "
               "al., CVPR 2022; modality-level masking as in M3AE, Geng et al., 2022 and ActionMAE, AAAI 2023)",
         summary="modality tokens ([MASK] for missing) -> transformer -> per-modality decoders regress every input; "
