@@ -310,49 +310,72 @@ def test_llm_router_prompt_and_parsing() -> None:
 # ------------------------------------------------------------------ graph
 
 
-def test_graph_imputes_a_missing_embedding_closer_to_the_truth_than_the_mean() -> None:
-    data = make_synthetic(n_samples=300, n_classes=3, n_modalities=3, dims=8, redundancy=0.8, noise=0.5, seed=0)
-    train, test = data.split("train"), data.split("test")
-    method = build_method("m3care-graph", data.spec, 0)
-    fit = Trainer(TrainConfig(max_epochs=5, batch_size=32, patience=5)).fit(method, train, test, seed=0)
-    with torch.no_grad():
-        batch = fit.model.standardizer(test.as_batch())
-        truth = method.encoders(batch)  # (B, M, D), every modality present
-        mean = method.bank_embeddings().mean(dim=0)  # (M, D): bank rows all hold every modality
-        for j, name in enumerate(data.spec.modality_names):
-            mask = batch.mask.clone()
-            mask[:, j] = False
-            recovered = method.recover(batch.with_mask(mask))[name]
-            graph_error = (recovered - truth[:, j]).norm(dim=1).mean()
-            mean_error = (mean[j] - truth[:, j]).norm(dim=1).mean()
-            # Measured ratio ~0.55-0.6 (0.8-0.96 with untrained encoders).
-            assert float(graph_error) < 0.8 * float(mean_error), (name, float(graph_error), float(mean_error))
-
-
-def test_graph_fills_only_from_bank_rows_holding_the_modality_and_never_from_itself() -> None:
+def _m3care_with_one_holder(holder: int = 7, **params):
+    """(m3care-graph prepared on a training split where only row ``holder`` holds m1, that bank)."""
     data = _data(n=120, seed=1)
     train = data.split("train")
-    holder = 7
     mask = torch.ones(len(train), 3, dtype=torch.bool)
     mask[:, 1] = False
-    mask[holder, 1] = True  # a single bank row holds m1
+    mask[holder, 1] = True
     standardizer = Standardizer(data.spec).fit(train.as_batch())
-    method = build_method("m3care-graph", data.spec, 0, bank_per_step=10_000, k=3)
+    method = build_method("m3care-graph", data.spec, 0, embed_dim=16, **params)
     with torch.no_grad():
         bank = standardizer(train.with_mask(mask).as_batch())
         method.prepare(bank, standardizer)
-        method.eval()
-        others = bank.select(torch.tensor([0, 1, 2, 30]))  # rows without m1
+    return method, bank.with_index(torch.arange(bank.size))
+
+
+def test_m3care_gcn_imputes_a_missing_modality_from_the_neighbours_that_hold_it() -> None:
+    # Threshold near 0: every pair is an edge, so row 7 (the only holder of m1) is every sample's neighbour.
+    method, bank = _m3care_with_one_holder(threshold=0.01)
+    method.eval()
+    others = bank.select(torch.tensor([0, 1, 2, 30]))  # rows without m1
+    with torch.no_grad():
         recovered = method.recover(others)["m1"]
-        # Row-normalised weights over the one holder: exactly its embedding.
-        expected = method.bank_embeddings()[holder, 1].expand_as(recovered)
-        torch.testing.assert_close(recovered, expected)
-        # In training the holder itself, m1 dropped, cannot recover m1 from its own bank copy.
-        method.train()
-        own = bank.select(torch.tensor([holder]))
-        own = own.with_mask(own.mask & torch.tensor([True, False, True]))
-        torch.manual_seed(0)
-        _, _, exclude = method._graph_bank(own)
-        assert bool(exclude[0, holder]) and int(exclude.sum()) == 1
-        _, has = method.impute(own, method.encoders(own))
+        _, has = method.graph(others, method.encoders(others))
+        assert has[:, 1].all() and not has[:, 1].logical_and(others.mask[:, 1]).any()
+        # The imputation is the GCN over neighbours: change the holder's m1 and it changes.
+        method.bank_x1[7] += 3.0
+        moved = method.recover(others)["m1"]
+        assert (moved - recovered).abs().max() > 1e-3
+        # Rows that do not hold m1 never feed its imputation: their (zeroed) m1 inputs are not read.
+        method.bank_x1[:7] = float("nan")
+        torch.testing.assert_close(method.recover(others)["m1"], moved)
+        # With the memory's m1 gone, nothing can impute it: the slot stays missing (no token).
+        method.bank_mask[7, 1] = False
+        _, has = method.graph(others, method.encoders(others))
+        assert not has[:, 1].any()
+
+
+def test_m3care_training_never_imputes_a_sample_from_its_own_memory_copy() -> None:
+    method, bank = _m3care_with_one_holder(threshold=0.01, bank_per_step=10_000)
+    method.train()
+    own = bank.select(torch.tensor([7]))
+    own = own.with_mask(own.mask & torch.tensor([True, False, True]))  # m1 dropped, as modality dropout does
+    with torch.no_grad():
+        _, has = method.graph(own, method.encoders(own))
         assert has.tolist() == [[True, False, True]]
+        # Another sample in the same batch does get m1 from row 7's copy.
+        pair = bank.select(torch.tensor([7, 3]))
+        pair = pair.with_mask(pair.mask & torch.tensor([True, False, True]))
+        _, has = method.graph(pair, method.encoders(pair))
+        assert has[:, 1].tolist() == [False, True]
+
+
+def test_m3care_similarity_kernel_is_learned_and_the_threshold_cuts_edges() -> None:
+    method, bank = _m3care_with_one_holder()
+    method.eval()
+    batch = bank.select(torch.arange(10))
+    with torch.no_grad():
+        z = method.encoders(batch)
+        memory = method._memory(batch)
+        feats = method._kernel_features(z)
+        before = method._adjacency(feats, batch.mask, memory["feats"], memory["mask"], memory["bandwidth"])
+        for p in method.kernel_mlp.parameters():  # the learned kernel φ is part of the similarity
+            p.add_(0.5)
+        after = method._adjacency(method._kernel_features(z), batch.mask, memory["feats"], memory["mask"],
+                                  memory["bandwidth"])
+        assert (after - before).abs().max() > 1e-4
+        # Kept edges keep their similarity (> threshold); the rest are exactly 0.
+        threshold = float(torch.sigmoid(method.threshold_logit))
+        assert bool(((before == 0) | (before > threshold)).all()) and bool((before == 0).any())
