@@ -205,6 +205,53 @@ def test_dynmm_compute_penalty_is_the_chosen_experts_cost() -> None:
     assert float(terms["compute"]) == pytest.approx(0.5)
 
 
+def test_dynmm_experts_are_pretrained_then_frozen_while_the_gate_trains() -> None:
+    data = _data(n=90, seed=2)
+    train, val = data.split("train"), data.split("test")
+    method = build_method("dynmm-gate", data.spec, 0, embed_dim=16, gate_dim=4, gate_hidden=8)
+    assert method.stages() == ("experts", "gate") and method.has(Capability.MULTI_STAGE)
+    snapshots = {}
+    set_stage = method.set_stage
+
+    def recording_set_stage(stage: str) -> None:
+        snapshots[stage] = {k: v.clone() for k, v in method.state_dict().items()}
+        set_stage(stage)
+
+    method.set_stage = recording_set_stage
+    init = {k: v.clone() for k, v in method.state_dict().items()}
+    fit = Trainer(TrainConfig(max_epochs=3, batch_size=16, patience=3)).fit(method, train, val, seed=0)
+    final = fit.model.method.state_dict()
+    experts = [k for k in final if not k.startswith(("gate.", "gate_encoders."))]
+    gate = [k for k in final if k.startswith(("gate.", "gate_encoders."))]
+    # Stage 1 trained the experts and left the gate alone; stage 2 the other way round.
+    assert any(not torch.equal(snapshots["gate"][k], init[k]) for k in experts)
+    assert all(torch.equal(snapshots["gate"][k], init[k]) for k in gate)
+    assert all(torch.equal(final[k], snapshots["gate"][k]) for k in experts), "stage 2 moved an expert"
+    assert any(not torch.equal(final[k], snapshots["gate"][k]) for k in gate)
+    method.set_stage = set_stage
+    method.train()
+    assert not method.encoders.training and not method.fusion_head.training  # frozen experts: no dropout
+
+
+def test_dynmm_gate_learns_through_the_straight_through_softmax_from_its_own_encoders() -> None:
+    method, batch = _prepared("dynmm-gate", _data())
+    method.train()
+    out = method(batch)
+    weights = out.aux["weights"]
+    assert bool(((weights == 0) | (weights == 1)).all())  # hard routing in the forward pass ...
+    method.loss(batch, out)["task"].backward()
+    gate_grads = [p.grad for p in [*method.gate.parameters(), *method.gate_encoders.parameters()]]
+    assert all(g is not None and float(g.abs().sum()) > 0 for g in gate_grads)  # ... soft gradient backward
+    assert all(p.grad is None for p in method.encoders.parameters())  # experts frozen in the gate stage
+    # The gate reads the inputs through its own encoders, not the experts' embeddings.
+    method.eval()
+    with torch.no_grad():
+        before = method.gate_logits(batch)
+        for p in [*method.encoders.parameters(), *method.fusion_encoders.parameters()]:
+            p.add_(1.0)
+        torch.testing.assert_close(method.gate_logits(batch), before)
+
+
 # ------------------------------------------------------------------ pattern router
 
 
