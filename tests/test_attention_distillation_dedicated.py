@@ -25,6 +25,7 @@ from mlmm.missing import EntryRate, Scenario
 from mlmm.missing.functional import entry_rate_mask
 from mlmm.testing import run_conformance
 from mlmm.train.loop import TrainConfig, Trainer, build_method, effective_batch_size, seeded
+from mlmm.train.parts import PartSelection
 
 NEW = {
     "modality-transformer": ("attention", False),
@@ -359,6 +360,28 @@ def test_pattern_oracle_loss_is_the_sum_of_each_models_own_mean_loss() -> None:
         for model in method.models
         for rows in [batch.mask[:, list(model.members)].all(dim=1)] if rows.any())
     torch.testing.assert_close(method.loss(batch, out)["task"], expected)
+
+
+def test_pattern_oracle_selects_each_model_alone_on_validation_rows_holding_its_views() -> None:
+    data = _data(n=60)
+    method = build_method("pattern-oracle", data.spec, 0).eval()
+    val = _masked(data.as_batch(), rate=0.2)
+    mask = val.mask.clone()
+    mask[:, 2] &= ~(mask[:, 0] & mask[:, 1])  # no row holds modalities 0, 1 and 2 together
+    val = val.with_mask(mask)
+    parts = method.training_control("main").parts
+    PartSelection(method, parts, min_epochs=1, patience=1)  # every parameter falls in exactly one part
+    assert len(parts) == len(method.models)
+    with torch.no_grad():
+        losses = method.part_losses(val)
+        for k, model in enumerate(method.models):
+            rows = mask[:, list(model.members)].all(dim=1)
+            if model.members == (0, 1, 2):
+                assert not rows.any() and torch.isnan(losses[k])
+                continue
+            expected = torch.nn.functional.cross_entropy(model([val.inputs[n][rows] for n in model.names]),
+                                                         val.target[rows])
+            torch.testing.assert_close(losses[k], expected)
 
 
 @pytest.mark.parametrize("name", ["teacher-student", "mean-teacher"])

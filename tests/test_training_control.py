@@ -137,3 +137,49 @@ def test_training_batches_carry_their_own_row_index_even_for_duplicate_rows():
         assert torch.equal(b.target, whole.target[b.index]), "a duplicated row was mapped to its twin"
     epoch = torch.cat([b.index for b in method.seen])
     assert sorted(epoch.tolist()) == list(range(len(train))), "one epoch visits every row once"
+
+
+class TwoParts(Recorder):
+    """Two independent parts ("first.", "second."); ``part_losses`` replays a script per epoch."""
+
+    def __init__(self, spec: DatasetSpec, script: list[tuple[float, float]]) -> None:
+        super().__init__(spec, StageControl(modality_dropout="off", parts=("first.", "second.")))
+        self.script = script  # [(loss of first, loss of second)] for epoch 0 (the start), 1, 2, ...
+        self.calls = 0
+        self.epoch_end: list[tuple[torch.Tensor, torch.Tensor]] = []  # weights as each epoch ended
+
+    def part_losses(self, val: Batch) -> torch.Tensor:
+        if self.calls > 0:
+            self.epoch_end.append((self.first.weight.detach().clone(), self.second.weight.detach().clone()))
+        self.calls += 1
+        return torch.tensor(self.script[self.calls - 1])
+
+
+def test_each_part_has_its_own_best_epoch_patience_and_stop():
+    # first: best at epoch 2, then worse (patience 2: stops at epoch 4); second: improves until epoch 6.
+    script = [(9, 9), (5, 8), (1, 7), (3, 6), (4, 5), (5, 4), (6, 3), (7, 3.5), (8, 4)]
+    train, val = _data(40, 0), _data(20, 1)
+    method = TwoParts(SPEC, script)
+    result = Trainer(TrainConfig(max_epochs=20, patience=2)).fit(method, train, val, seed=0)
+    assert len(result.history) == 8, "the stage ends when the last part (second) has used up its patience"
+    first_at, second_at = method.epoch_end[1][0], method.epoch_end[5][1]  # epochs 2 and 6
+    assert torch.equal(method.first.weight, first_at) and torch.equal(method.second.weight, second_at)
+    # After its stop (epoch 4) the first part took no more steps; the second kept training.
+    assert torch.equal(method.epoch_end[3][0], method.epoch_end[7][0])
+    assert not torch.equal(method.epoch_end[3][1], method.epoch_end[7][1])
+    assert result.best_epoch["main"] == 6 and result.improved["main"]
+
+
+def test_parts_must_cover_every_parameter_and_report_one_loss_each():
+    train, val = _data(40, 0), _data(20, 1)
+    uncovered = Recorder(SPEC, StageControl(parts=("first.",)))
+    with pytest.raises(ValueError, match="'second.weight' falls in 0 of the stage's parts"):
+        Trainer(TrainConfig(max_epochs=2)).fit(uncovered, train, val, seed=0)
+    with pytest.raises(TypeError, match="does not implement part_losses"):
+        Trainer(TrainConfig(max_epochs=2)).fit(Recorder(SPEC, StageControl(parts=("first.", "second."))),
+                                               train, val, seed=0)
+    wrong = TwoParts(SPEC, [(1.0, 1.0, 1.0)] * 3)
+    with pytest.raises(ValueError, match=r"part_losses returned shape \(3,\)"):
+        Trainer(TrainConfig(max_epochs=2)).fit(wrong, train, val, seed=0)
+    with pytest.raises(ValueError, match="parts need non-empty prefixes"):
+        StageControl(parts=("first.",), epochs=3)

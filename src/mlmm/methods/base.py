@@ -197,6 +197,10 @@ class StageControl:
                  so the method applies it where its paper does, e.g. to a student but not its teacher).
     optimizer, lr, weight_decay: the stage's own optimiser ("adam" or "adamw") and settings.
     grad_clip:   whether the loop's gradient-norm clipping (``TrainConfig.grad_clip``) applies.
+    parts:       parameter-name prefixes of independent sub-models, each selected on its own
+                 (``mlmm.train.parts``): per part, early stopping and the best epoch on its
+                 validation loss from ``part_losses``; a stopped part takes no more steps.
+                 Every trainable parameter must fall in exactly one. Empty: one selection.
     """
 
     full_batch: bool = False
@@ -208,6 +212,7 @@ class StageControl:
     lr: float | None = None
     weight_decay: float | None = None
     grad_clip: bool = True
+    parts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.modality_dropout not in DROPOUT_MODES:
@@ -223,6 +228,9 @@ class StageControl:
                 raise ValueError(f"each group needs a non-empty prefix and steps >= 1, got ({prefix!r}, {steps})")
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.parts and (self.epochs is not None or any(not p for p in self.parts)):
+            raise ValueError("parts need non-empty prefixes and early stopping (not a fixed number of epochs), "
+                             f"got parts={self.parts!r}, epochs={self.epochs}")
 
 
 @dataclass
@@ -411,6 +419,12 @@ class MissingModalityModel(nn.Module):
     def training_control(self, stage: str) -> StageControl:
         """What the loop must do for ``stage`` (see ``StageControl``). Default: the loop decides."""
         return StageControl()
+
+    def part_losses(self, val: Batch) -> Tensor:
+        """(P,) validation loss of each part of ``StageControl.parts`` on the rows it serves (NaN for
+        a part without any); called by the loop in eval mode without gradients, only for a stage
+        that declares parts."""
+        raise TypeError(f"{type(self).__name__} declares StageControl.parts but does not implement part_losses")
 
     def task_loss(self, logits: Tensor, target: Tensor) -> Tensor:
         if self.spec.task.kind == "classification":

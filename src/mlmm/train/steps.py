@@ -25,6 +25,7 @@ PyTorch loop over a ``DataLoader``; a Lightning module: ``mlmm.train.lightning``
    router's per-pattern table); a ``FittedModel`` refuses to predict until it has run;
 8. per epoch: validate, keep the best state (early stopping with ``patience``), load it at
    the end of the stage, warn (``FitNeverImproved``) when the stage never beat its start.
+   A stage with ``StageControl.parts`` does this per part instead (``mlmm.train.parts``).
 
 The method's optional hooks run only where it declares the capability (``Capability``:
 PREPARES, AFTER_STEP, CALIBRATES, NEEDS_COMPLETE_TRAIN, MULTI_STAGE), never by probing.
@@ -53,6 +54,7 @@ from ..methods.base import Capability, MissingModalityModel, StageControl
 from . import distributed
 from .config import OPTIMIZERS, TrainConfig
 from .fitted import FittedModel
+from .parts import PartSelection
 from .streamed import is_streamed, needs_whole_split, stream_batches, streamed_validation, whole_split
 
 
@@ -169,6 +171,7 @@ class _Stage:
         self.start_score = start_score
         self.best_score, self.best_epoch, self.best_state = -math.inf, 0, best_state
         self.epoch, self.total, self.steps, self.stop = 0, 0.0, 0, False
+        self.parts: PartSelection | None = None  # StageControl.parts: each part selected on its own
 
 
 class FitSteps:
@@ -264,6 +267,9 @@ class FitSteps:
         max_epochs = control.epochs if control.epochs is not None else self.config.max_epochs
         # Under torchrun: a DDP-wrapped forward (see distributed.py); the method itself otherwise.
         self._stage = _Stage(stage, control, groups, max_epochs, start, best_state, distributed.wrap(method))
+        if control.parts and self.has_val:
+            self._stage.parts = PartSelection(method, control.parts, self._stage.min_epochs, self.config.patience)
+            self._stage.parts.begin(self._part_losses())
 
     def end_stage(self) -> int:
         """Load the stage's best state (not for a fixed schedule: its last epoch is the model);
@@ -271,11 +277,14 @@ class FitSteps:
         st = self._require_stage("end_stage")
         if not self.has_val:
             st.best_epoch = st.epoch
+        elif st.parts is not None:
+            st.parts.load_best()
+            st.best_epoch = st.parts.last_selection
         elif st.control.epochs is None:
             self.method.load_state_dict(st.best_state)
         self.best_epoch[st.name] = st.best_epoch
         if self.has_val and st.start_score is not None:
-            self.improved[st.name] = st.best_score > st.start_score
+            self.improved[st.name] = st.parts.improved if st.parts is not None else st.best_score > st.start_score
             if not self.improved[st.name]:
                 warnings.warn(FitNeverImproved(
                     f"stage {st.name!r} never improved on its starting state: best validation score "
@@ -346,6 +355,9 @@ class FitSteps:
         if control.epochs is not None:  # fixed schedule: the last epoch is the model
             st.best_score, st.best_epoch = score, epoch
             return False
+        if st.parts is not None:  # each part its own best epoch and patience
+            st.stop = st.parts.update(epoch, self._part_losses())
+            return st.stop
         if epoch < st.min_epochs:  # too early to select: nothing kept, no patience used
             return False
         if score > st.best_score:
@@ -395,6 +407,8 @@ class FitSteps:
                     _diverged(terms, st.name, st.epoch, st.steps + 1)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
+                if st.parts is not None:
+                    st.parts.drop_stopped_gradients()  # a stopped part keeps its weights
                 if clip:
                     nn.utils.clip_grad_norm_(params, clip)
                 optimiser.step()
@@ -432,6 +446,15 @@ class FitSteps:
         if method.spec.task.kind == "classification" and self.config.select_on == "accuracy":
             return accuracy - 1e-3 * min(loss, 10.0), loss
         return -loss, loss
+
+    @torch.no_grad()
+    def _part_losses(self) -> Tensor:
+        """(P,) the method's ``part_losses`` on the standardised validation split (whole, when streamed)."""
+        self.method.eval()
+        val = self.val_batch
+        if val is None:
+            val = self._standardised_val(whole_split(self.val_data, self.method, "per-part selection"))
+        return self.method.part_losses(val)
 
     def finish(self) -> FittedModel:
         """Once, after the last stage (best state loaded): ``method.calibrate`` on the

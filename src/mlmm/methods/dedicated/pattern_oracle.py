@@ -51,9 +51,11 @@ class PatternOracle(MissingModalityModel):
     The sum gives each model the gradient of its own mean loss (no parameter is shared, and
     Adam's update is per parameter), so the models train as if alone. The loop's modality
     dropout is off (``training_control``): dropping entries would only hide rows from the
-    models that could use them. The models share one early stop (the loop's, on the routed
-    validation loss) and the loop's gradient-norm clipping is off (a global norm over all
-    models would couple their steps).
+    models that could use them. Each model is also *selected* alone (``StageControl.parts``,
+    ``mlmm.train.parts``): its own early stopping and best epoch on its validation loss over
+    the validation rows holding its modalities (``part_losses``), as if it were trained
+    alone; a stopped model takes no more steps. The loop's gradient-norm clipping is off
+    (a global norm over all models would couple their steps).
 
     Large M: 2^M − 1 models. Above ``max_patterns`` (63 by default, M <= 6) the
     constructor refuses with a ``ValueError`` rather than silently building thousands of
@@ -95,7 +97,19 @@ class PatternOracle(MissingModalityModel):
         )), persistent=False)
 
     def training_control(self, stage: str) -> StageControl:
-        return StageControl(modality_dropout="off", grad_clip=False)
+        return StageControl(modality_dropout="off", grad_clip=False,
+                            parts=tuple(f"models.{k}." for k in range(len(self.models))))
+
+    def part_losses(self, val: Batch) -> Tensor:
+        """(2^M − 1,) each model's task loss on the validation rows holding all its modalities
+        (the rows it would train on), NaN for a model without such rows."""
+        losses = torch.full((len(self.models),), float("nan"), device=val.mask.device)
+        for k, model in enumerate(self.models):
+            rows = torch.nonzero(val.mask[:, list(model.members)].all(dim=1)).flatten()
+            if rows.numel() > 0:
+                out = model([val.inputs[name].index_select(0, rows) for name in model.names])
+                losses[k] = self.task_loss(out, val.target.index_select(0, rows))
+        return losses
 
     def forward(self, batch: Batch) -> Output:
         """Eval: each sample through its own pattern's model. Training: also every model c through
