@@ -261,6 +261,29 @@ def test_shaspec_auxiliary_losses_use_present_entries_only() -> None:
         out = method(both)
         s = out.aux["shared"]
         torch.testing.assert_close(method.loss(both, out)["align"], (s[:, 0] - s[:, 1]).abs().mean())
+        # Every modality present: the official cyclic pairs (0,1), (1,2), (2,0), summed.
+        out = method(batch)
+        s = out.aux["shared"]
+        cyclic = sum((s[:, i] - s[:, (i + 1) % 3]).abs().mean() for i in range(3))
+        torch.testing.assert_close(method.loss(batch, out)["align"], cyclic)
+
+
+def test_shaspec_shared_encoder_is_one_network_over_every_modality() -> None:
+    data = _data()
+    method = build_method("shaspec", data.spec, 0).eval()
+    batch = data.as_batch()
+    with torch.no_grad():
+        before = method.shared(batch)
+        method.shared.project["m0"].weight.add_(0.5)  # a modality's own input projection: only its s moves
+        after_projection = method.shared(batch)
+        assert (after_projection[:, 0] - before[:, 0]).abs().max() > 1e-4
+        torch.testing.assert_close(after_projection[:, 1:], before[:, 1:])
+        method.shared.shared[-1].weight.add_(0.5)  # the shared network: every modality's s moves
+        after_shared = method.shared(batch)
+        assert all(float((after_shared[:, j] - after_projection[:, j]).abs().max()) > 1e-4 for j in range(3))
+    assert method.stages() == ("warmup", "main")
+    assert method.training_control("warmup").modality_dropout == "off"
+    assert method.training_control("main").modality_dropout == "inputs"
 
 
 # --------------------------------------------------------------------- dedicated
