@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .data.base import MultimodalDataset
 from .data.batch import Batch
+from .data.batches import DEFAULT_BATCH_ROWS, iter_batches
 from .data.spec import DatasetSpec
 from .data.timemask import observed_steps
 from .methods.base import Capability
@@ -130,55 +130,61 @@ def failure_time_mask(spec: DatasetSpec, n: int, failures: Mapping[str, int]) ->
 
 
 @torch.no_grad()
-def stream_curves(model: FittedModel, data: MultimodalDataset, failures: Mapping[str, int] | None = None,
-                  latency_samples: int = 5) -> dict:
+def stream_curves(model: FittedModel, data, failures: Mapping[str, int] | None = None,
+                  latency_samples: int = 5, batch_size: int = DEFAULT_BATCH_ROWS) -> dict:
     """Stream every sample of ``data`` (its own masks, plus ``failures``: modality -> step at
-    which it dies) through a ``Streamer``, all samples as one batch of streams.
+    which it dies) through a ``Streamer``, ``batch_size`` samples at a time as one batch of
+    streams (``data``: in memory or streamed, e.g. a ``MemmapDataset``; only per-step counts are
+    kept across batches).
 
     Returns accuracy[t], mean uncertainty[t] (normalised entropy), and the per-step latency
-    of a single stream (B = 1, ``latency_samples`` samples x T steps; wall-clock median and
+    of a single stream (B = 1, the first ``latency_samples`` samples x T steps; wall-clock median and
     p95 in ms, and the median CPU time of this process per step, which other processes
     competing for the CPU do not inflate).
     Accuracy counts every sample at every step, also before any sensor has spoken.
     """
     spec = model.spec
-    if failures:
-        data = data.with_time_mask(failure_time_mask(spec, len(data), failures))
-    batch = data.as_batch()
     streamer = Streamer(model)
     seq = [(j, m) for j, m in enumerate(spec.modalities) if m.kind == "sequence"]
     if not seq:
         raise ValueError(f"dataset {spec.name!r} has no sequence modality to stream")
     n_steps = seq[0][1].shape[0]
-    observed = {j: observed_steps(batch.mask, batch.time_mask, j, m.name, n_steps) for j, m in seq}  # (B, T) each
-
-    def observed_at(t: int, rows=slice(None)) -> Tensor:
-        cols = [observed[j][rows, t] if j in observed else batch.mask[rows, j] for j in range(spec.n_modalities)]
-        return torch.stack(cols, dim=1)
-
-    static = batch if len(seq) < spec.n_modalities else None
-    streamer.reset(batch.size, static)
-    accuracy, uncertainty = [], []
-    for t in range(n_steps):
-        result = streamer.step({m.name: batch.inputs[m.name][:, t] for _, m in seq}, observed_at(t))
-        accuracy.append(float((result.prediction.cpu() == batch.target).float().mean()))
-        uncertainty.append(float(result.uncertainty.mean()))
+    correct, uncertainty_sum, n = np.zeros(n_steps, dtype=np.int64), np.zeros(n_steps), 0
     latencies, cpu = [], []
-    for i in range(min(latency_samples, batch.size)):
-        row = slice(i, i + 1)
-        streamer.reset(1, batch.select(torch.arange(i, i + 1)) if static is not None else None)
+    for batch in iter_batches(data, batch_size):
+        if batch.target is None:
+            raise ValueError("stream_curves needs labelled data (the batch's target is None)")
+        if failures:
+            dead = failure_time_mask(spec, batch.size, failures)
+            batch = batch.with_time_mask({k: torch.from_numpy(v) for k, v in dead.items()}, spec)
+        observed = {j: observed_steps(batch.mask, batch.time_mask, j, m.name, n_steps) for j, m in seq}  # (B, T)
+
+        def observed_at(t: int, rows=slice(None), batch: Batch = batch, observed=observed) -> Tensor:
+            cols = [observed[j][rows, t] if j in observed else batch.mask[rows, j] for j in range(spec.n_modalities)]
+            return torch.stack(cols, dim=1)
+
+        static = batch if len(seq) < spec.n_modalities else None
+        streamer.reset(batch.size, static)
         for t in range(n_steps):
-            frames = {m.name: batch.inputs[m.name][row, t] for _, m in seq}
-            obs = observed_at(t, row)
-            start, start_cpu = time.perf_counter(), time.process_time()
-            streamer.step(frames, obs)
-            latencies.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
+            result = streamer.step({m.name: batch.inputs[m.name][:, t] for _, m in seq}, observed_at(t))
+            correct[t] += int((result.prediction.cpu() == batch.target).sum())
+            uncertainty_sum[t] += float(result.uncertainty.double().sum())
+        n += batch.size
+        for i in range(min(latency_samples - n + batch.size, batch.size)):  # the first samples of data
+            row = slice(i, i + 1)
+            streamer.reset(1, batch.select(torch.arange(i, i + 1)) if static is not None else None)
+            for t in range(n_steps):
+                frames = {m.name: batch.inputs[m.name][row, t] for _, m in seq}
+                obs = observed_at(t, row)
+                start, start_cpu = time.perf_counter(), time.process_time()
+                streamer.step(frames, obs)
+                latencies.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
     lat = np.asarray(latencies) * 1e3
     return {
         "failures": dict(failures or {}),
-        "accuracy": accuracy,
-        "uncertainty": uncertainty,
+        "accuracy": (correct / max(n, 1)).tolist(),
+        "uncertainty": (uncertainty_sum / max(n, 1)).tolist(),
         "latency_ms": {"median": float(np.median(lat)), "p95": float(np.percentile(lat, 95)),
                        "cpu_median": float(np.median(cpu)) * 1e3, "steps_timed": int(lat.size)} if lat.size else {},
     }

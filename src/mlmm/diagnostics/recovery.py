@@ -21,6 +21,10 @@ changes, and margin = max(0.005, 2 · SE of Δ over seeds) (0.005 alone for one 
   "helps"     else if Δ > margin;
   "hurts"     else if Δ < -margin;
   "dominated" otherwise (predictions move, accuracy does not: the present modalities decide).
+
+Both read the test split batch by batch (``mlmm.data.batches``: in-memory slices, or a
+``MemmapDataset`` / map-style torch ``Dataset`` through a ``DataLoader``) and keep sums and
+counts per modality, so memory is bounded by the batch, not by N.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.base import MultimodalDataset
+from ..data.batches import DEFAULT_BATCH_ROWS, iter_batches, paired_batches
 from ..methods.base import Capability, MissingModalityModel
 from ..train.loop import FittedModel
 from .forward import forward_all
@@ -92,70 +96,101 @@ def _plain_values(model: FittedModel, name: str, like: torch.Tensor) -> torch.Te
     return value.float().cpu().expand_as(like)
 
 
-def recovery_fidelity(model: FittedModel, test: MultimodalDataset, test_masked: MultimodalDataset,
-                      batch_size: int = 1024) -> dict:
-    """Fidelity on held-out slots present in ``test`` but masked in ``test_masked`` (same rows).
+class _SlotSums:
+    """Sums over held-out slots of one modality (float64), so that means over batches equal means
+    over all slots at once."""
+
+    def __init__(self) -> None:
+        self.n, self.mse, self.cosine, self.plain = 0, 0.0, 0.0, 0.0
+
+    def add(self, mse: torch.Tensor, cos: torch.Tensor, plain: torch.Tensor) -> None:
+        self.n += len(mse)
+        self.mse += float(mse.double().sum())
+        self.cosine += float(cos.double().sum())
+        self.plain += float(plain.double().sum())
+
+    def figures(self) -> dict:
+        if not self.n:
+            return {"n_slots": 0, "mse": float("nan"), "cosine": float("nan"), "mse_plain": float("nan")}
+        return {"n_slots": self.n, "mse": self.mse / self.n, "cosine": self.cosine / self.n,
+                "mse_plain": self.plain / self.n}
+
+
+def recovery_fidelity(model: FittedModel, test, test_masked, batch_size: int = DEFAULT_BATCH_ROWS) -> dict:
+    """Fidelity on held-out slots present in ``test`` but masked in ``test_masked`` (same rows;
+    in-memory or streamed datasets, read side by side ``batch_size`` rows at a time).
 
     Returns {"space", "truth", "n_slots", "mse", "cosine", "mse_plain", "per_modality": {m: {...}}};
     figures are NaN where no slot was held out."""
     _check_recovering(model.method)
     if len(test) != len(test_masked):
         raise ValueError(f"test ({len(test)} rows) and test_masked ({len(test_masked)} rows) must be the same rows")
-    complete, masked = test.as_batch(), test_masked.as_batch()
-    held = complete.mask & ~masked.mask  # (N, M)
-    recovered = _recover(model, masked, batch_size)
-    truth, source = _truth(model, complete, batch_size)
-    per, mse_all, cos_all, plain_all = {}, [], [], []
-    for j, name in enumerate(complete.inputs):
-        rows = held[:, j]
-        if name not in recovered or not bool(rows.any()):
-            per[name] = {"n_slots": 0, "mse": float("nan"), "cosine": float("nan"), "mse_plain": float("nan")}
+    names = model.spec.modality_names
+    per = {name: _SlotSums() for name in names}
+    source = "standardised input" if model.method.recovery_space == "input" else "recovery_target"
+    for complete, masked in paired_batches(test, test_masked, batch_size):
+        held = complete.mask & ~masked.mask  # (B, M)
+        if not bool(held.any()):
             continue
-        r, t = recovered[name][rows].flatten(1), truth[name][rows].flatten(1)
-        p = _plain_values(model, name, recovered[name][rows]).flatten(1)
-        mse = (r - t).pow(2).mean(dim=1)
-        cos = F.cosine_similarity(r, t, dim=1, eps=1e-12)
-        plain = (p - t).pow(2).mean(dim=1)
-        mse_all.append(mse), cos_all.append(cos), plain_all.append(plain)
-        per[name] = {"n_slots": int(rows.sum()), "mse": float(mse.mean()), "cosine": float(cos.mean()),
-                     "mse_plain": float(plain.mean())}
-    if mse_all:
-        mse, cos, plain = torch.cat(mse_all), torch.cat(cos_all), torch.cat(plain_all)
-        total = {"n_slots": len(mse), "mse": float(mse.mean()), "cosine": float(cos.mean()),
-                 "mse_plain": float(plain.mean())}
-    else:
-        total = {"n_slots": 0, "mse": float("nan"), "cosine": float("nan"), "mse_plain": float("nan")}
-    return {"space": model.method.recovery_space, "truth": source, **total, "per_modality": per}
+        recovered = _recover(model, masked, batch_size)
+        truth, source = _truth(model, complete, batch_size)
+        for j, name in enumerate(names):
+            rows = held[:, j]
+            if name not in recovered or not bool(rows.any()):
+                continue
+            r, t = recovered[name][rows].flatten(1), truth[name][rows].flatten(1)
+            p = _plain_values(model, name, recovered[name][rows]).flatten(1)
+            per[name].add((r - t).pow(2).mean(dim=1), F.cosine_similarity(r, t, dim=1, eps=1e-12),
+                          (p - t).pow(2).mean(dim=1))
+    total = _SlotSums()
+    for sums in per.values():
+        total.n, total.mse, total.cosine, total.plain = (total.n + sums.n, total.mse + sums.mse,
+                                                          total.cosine + sums.cosine, total.plain + sums.plain)
+    return {"space": model.method.recovery_space, "truth": source, **total.figures(),
+            "per_modality": {name: sums.figures() for name, sums in per.items()}}
 
 
-def recovery_reliance(model: FittedModel, test_masked: MultimodalDataset, batch_size: int = 1024) -> dict:
-    """Predictions with the recovery vs with ``plain_fill`` on the same masked test split.
+def recovery_reliance(model: FittedModel, test_masked, batch_size: int = DEFAULT_BATCH_ROWS) -> dict:
+    """Predictions with the recovery vs with ``plain_fill`` on the same masked test split
+    (in memory or streamed, ``batch_size`` rows at a time).
 
     Returns {"n_incomplete", "changed_fraction" (of incomplete samples), "accuracy_recovered",
     "accuracy_plain", "accuracy_gain"} (accuracies over all test samples)."""
     method = model.method
     _check_recovering(method)
-    batch = test_masked.as_batch()
+    classification = model.spec.task.kind == "classification"
+    n = n_incomplete = changed = elements = 0
+    score_r = score_p = 0.0  # correct predictions (classification) or summed squared errors (regression)
     previous = method.plain_fill
     try:
-        method.plain_fill = False
-        rec = forward_all(model, batch, batch_size)[0]
-        method.plain_fill = True
-        plain = forward_all(model, batch, batch_size)[0]
+        for batch in iter_batches(test_masked, batch_size):
+            method.plain_fill = False
+            rec = forward_all(model, batch, batch_size)[0]
+            method.plain_fill = True
+            plain = forward_all(model, batch, batch_size)[0]
+            target = batch.target.cpu()
+            incomplete = ~batch.mask.all(dim=1).cpu()
+            if classification:
+                pr, pp = rec.argmax(1), plain.argmax(1)
+                moved = pr != pp
+                score_r += int((pr == target).sum())
+                score_p += int((pp == target).sum())
+            else:  # regression: "changed" = moved by more than 1e-6; accuracy = minus MSE
+                moved = (rec - plain).abs().amax(dim=1) > 1e-6
+                score_r += float((rec.reshape(target.shape).double() - target.double()).pow(2).sum())
+                score_p += float((plain.reshape(target.shape).double() - target.double()).pow(2).sum())
+            changed += int(moved[incomplete].sum())
+            n_incomplete += int(incomplete.sum())
+            n += batch.size
+            elements += target.numel()
     finally:
         method.plain_fill = previous
-    target = batch.target.cpu()
-    incomplete = ~batch.mask.all(dim=1).cpu()
-    if model.spec.task.kind == "classification":
-        pr, pp = rec.argmax(1), plain.argmax(1)
-        changed = (pr != pp)[incomplete].float()
-        acc_r, acc_p = float((pr == target).float().mean()), float((pp == target).float().mean())
-    else:  # regression: "changed" = moved by more than 1e-6; accuracy = minus MSE
-        changed = ((rec - plain).abs().amax(dim=1) > 1e-6)[incomplete].float()
-        acc_r = -float(F.mse_loss(rec.reshape(target.shape), target))
-        acc_p = -float(F.mse_loss(plain.reshape(target.shape), target))
-    return {"n_incomplete": int(incomplete.sum()),
-            "changed_fraction": float(changed.mean()) if len(changed) else float("nan"),
+    if classification:
+        acc_r, acc_p = score_r / max(n, 1), score_p / max(n, 1)
+    else:  # minus the mean squared error over every target element
+        acc_r, acc_p = -score_r / max(elements, 1), -score_p / max(elements, 1)
+    return {"n_incomplete": n_incomplete,
+            "changed_fraction": changed / n_incomplete if n_incomplete else float("nan"),
             "accuracy_recovered": acc_r, "accuracy_plain": acc_p, "accuracy_gain": acc_r - acc_p}
 
 

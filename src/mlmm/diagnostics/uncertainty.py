@@ -8,6 +8,11 @@ Uncertainty scores (higher = less sure), per sample:
 Error-detection AUROC: sklearn's ``roc_auc_score`` with "the prediction is wrong" as the
 positive class and the uncertainty as the score (0.5 = no better than chance; NaN when
 the test set has only right or only wrong predictions).
+
+The data is read batch by batch (``mlmm.data.batches.iter_batches``: in-memory slices, or a
+``MemmapDataset`` / map-style torch ``Dataset`` through a ``DataLoader``); what is kept across
+batches is per sample a few scalars (right or wrong, the uncertainty scores) and the
+reliability bins' counts, per subset for ``subset_uncertainty``.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.base import MultimodalDataset
 from ..data.batch import Batch
-from ..metrics.calibration import expected_calibration_error, reliability_curve
+from ..data.batches import DEFAULT_BATCH_ROWS, iter_batches
+from ..metrics.calibration import ReliabilityBins
 from ..train.loop import FittedModel
 from .forward import forward_all, subset_batch
 
@@ -56,63 +61,96 @@ def _check_classification(model: FittedModel) -> None:
                          f"{model.spec.name!r} is {model.spec.task.kind}")
 
 
-def uncertainty_report(model: FittedModel, data: MultimodalDataset, n_bins: int = 15,
-                       batch_size: int = 1024) -> dict:
+class _Scored:
+    """Scores of the samples seen so far, batch by batch: (n,) right/wrong, (n,) per uncertainty
+    score, (n,) number of present modalities, and the reliability bins."""
+
+    def __init__(self, n_bins: int) -> None:
+        self.bins = ReliabilityBins(n_bins)
+        self.wrong: list[np.ndarray] = []
+        self.n_present: list[np.ndarray] = []
+        self.scores: dict[str, list[np.ndarray]] = {}
+        self.batches = 0
+
+    def add(self, model: FittedModel, batch: Batch, batch_size: int) -> None:
+        if batch.target is None:
+            raise ValueError("uncertainty diagnostics need labelled data (the batch's target is None)")
+        s = _scores(model, batch, batch_size)
+        target = batch.target.cpu().numpy()
+        probs = torch.softmax(s["logits"].double(), dim=1).numpy()
+        self.bins.update(probs, target)
+        self.wrong.append(probs.argmax(1) != target)
+        self.n_present.append(batch.mask.sum(dim=1).cpu().numpy())
+        for key in ("entropy", "method"):
+            if key in s and (self.batches == 0 or key in self.scores):
+                self.scores.setdefault(key, []).append(s[key])
+            else:  # a score every batch does not give is dropped
+                self.scores.pop(key, None)
+        self.batches += 1
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """(wrong (n,), n_present (n,), score -> (n,))."""
+        return (np.concatenate(self.wrong), np.concatenate(self.n_present),
+                {k: np.concatenate(v) for k, v in self.scores.items()})
+
+
+def uncertainty_report(model: FittedModel, data, n_bins: int = 15,
+                       batch_size: int = DEFAULT_BATCH_ROWS) -> dict:
     """Calibration and error detection on ``data`` under its own mask: {"n", "accuracy", "ece",
     "reliability": {confidence, accuracy, count}, "auroc": {score: AUROC}, "mean_uncertainty":
-    {score: mean}, "by_n_present": {k: {"n", "accuracy", "mean_uncertainty": {score: mean}}}}."""
+    {score: mean}, "by_n_present": {k: {"n", "accuracy", "mean_uncertainty": {score: mean}}}}.
+    ``data``: in memory or streamed, read ``batch_size`` rows at a time."""
     _check_classification(model)
-    batch = data.as_batch()
-    s = _scores(model, batch, batch_size)
-    target = batch.target.cpu().numpy()
-    probs = torch.softmax(s["logits"].double(), dim=1).numpy()
-    wrong = probs.argmax(1) != target
-    curve = reliability_curve(probs, target, n_bins)
-    keys = [k for k in ("entropy", "method") if k in s]
-    n_present = batch.mask.sum(dim=1).cpu().numpy()
+    scored = _Scored(n_bins)
+    for batch in iter_batches(data, batch_size):
+        scored.add(model, batch, batch_size)
+    if not scored.batches:
+        raise ValueError("uncertainty_report: the data has no rows")
+    wrong, n_present, scores = scored.arrays()
+    curve = scored.bins.curve()
     by_k = {}
     for k in sorted(set(n_present.tolist())):
         rows = n_present == k
         by_k[int(k)] = {"n": int(rows.sum()), "accuracy": float((~wrong[rows]).mean()),
-                        "mean_uncertainty": {key: float(s[key][rows].mean()) for key in keys}}
+                        "mean_uncertainty": {key: float(v[rows].mean()) for key, v in scores.items()}}
     return {
-        "n": int(len(target)), "accuracy": float((~wrong).mean()),
-        "ece": expected_calibration_error(probs, target, n_bins),
+        "n": int(len(wrong)), "accuracy": float((~wrong).mean()),
+        "ece": scored.bins.ece(),
         "reliability": {k: [None if np.isnan(x) else float(x) for x in curve[k]] for k in ("confidence", "accuracy")}
         | {"count": [int(c) for c in curve["count"]]},
-        "auroc": {key: error_auroc(s[key], wrong) for key in keys},
-        "mean_uncertainty": {key: float(s[key].mean()) for key in keys},
+        "auroc": {key: error_auroc(v, wrong) for key, v in scores.items()},
+        "mean_uncertainty": {key: float(v.mean()) for key, v in scores.items()},
         "by_n_present": by_k,
     }
 
 
-def subset_uncertainty(model: FittedModel, data: MultimodalDataset, n_bins: int = 15,
-                       batch_size: int = 1024) -> dict:
+def subset_uncertainty(model: FittedModel, data, n_bins: int = 15,
+                       batch_size: int = DEFAULT_BATCH_ROWS) -> dict:
     """Every non-empty modality subset S of ``data`` (each sample restricted to S ∩ its own
     modalities; samples left with nothing skipped): {"subsets": {name: {"size", "n", "accuracy",
     "ece", "auroc", "mean_uncertainty"}}, "by_size": {|S|: mean over subsets of accuracy, ece and
-    mean uncertainty}}."""
+    mean uncertainty}}. ``data``: in memory or streamed, read ``batch_size`` rows at a time
+    (every subset scored on each batch before the next is read)."""
     _check_classification(model)
-    batch = data.as_batch()
-    names = tuple(batch.inputs)
+    names = model.spec.modality_names
     m = len(names)
-    target = batch.target.cpu().numpy()
+    scored = {s: _Scored(n_bins) for s in range(1, 2 ** m)}
+    for batch in iter_batches(data, batch_size):
+        for s in range(1, 2 ** m):
+            sub = subset_batch(batch, s)
+            rows = sub.mask.any(dim=1).cpu()
+            if bool(rows.any()):
+                scored[s].add(model, sub.select(rows.nonzero().flatten()), batch_size)
     subsets = {}
-    for s in range(1, 2 ** m):
-        sub = subset_batch(batch, s)
-        rows = sub.mask.any(dim=1).cpu().numpy()
-        if not rows.any():
+    for s, acc in scored.items():
+        if not acc.batches:
             continue
-        sc = _scores(model, sub.select(torch.as_tensor(np.flatnonzero(rows))), batch_size)
-        probs = torch.softmax(sc["logits"].double(), dim=1).numpy()
-        t = target[rows]
-        wrong = probs.argmax(1) != t
-        keys = [k for k in ("entropy", "method") if k in sc]
+        wrong, _, scores = acc.arrays()
         subsets["+".join(n for j, n in enumerate(names) if s >> j & 1)] = {
-            "size": bin(s).count("1"), "n": int(rows.sum()), "accuracy": float((~wrong).mean()),
-            "ece": expected_calibration_error(probs, t, n_bins),
-            "auroc": {k: error_auroc(sc[k], wrong) for k in keys},
-            "mean_uncertainty": {k: float(sc[k].mean()) for k in keys},
+            "size": bin(s).count("1"), "n": int(len(wrong)), "accuracy": float((~wrong).mean()),
+            "ece": acc.bins.ece(),
+            "auroc": {k: error_auroc(v, wrong) for k, v in scores.items()},
+            "mean_uncertainty": {k: float(v.mean()) for k, v in scores.items()},
         }
     by_size = {}
     for size in sorted({v["size"] for v in subsets.values()}):

@@ -15,6 +15,12 @@ Regression tasks use the first output as the value.
 
 Exact for M <= ``max_exact`` (2^M forward passes over all samples, one per subset);
 above it, a sampled-permutation estimate with its standard error.
+
+The data is read batch by batch (``mlmm.data.batches.iter_batches``: an in-memory dataset in
+slices, a ``MemmapDataset`` or any map-style torch ``Dataset`` through a ``DataLoader``); only
+per-sample results (the (N, 2^M) value table, φ) are kept across batches. The sampled estimate
+draws each batch's permutations in turn from one generator, so it depends on ``batch_size``
+(not on whether the data is in memory or streamed).
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..data.base import MultimodalDataset
 from ..data.batch import Batch
+from ..data.batches import DEFAULT_BATCH_ROWS, iter_batches
 from ..diagnostics.forward import forward_all, subset_batch
 from ..train.loop import FittedModel
 from .shapley import harsanyi_dividends, interaction_index, permutation_shapley, shapley_values
@@ -99,19 +105,22 @@ def _values_from_logits(logits: torch.Tensor, target_class: np.ndarray | None) -
     return probs[np.arange(len(probs)), target_class]
 
 
-def _as_batch(data: MultimodalDataset | Batch) -> Batch:
-    return data.as_batch() if isinstance(data, MultimodalDataset) else data
-
-
-def value_table(model: FittedModel, data: MultimodalDataset | Batch, target: str = "predicted",
-                batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray | None]:
+def value_table(model: FittedModel, data, target: str = "predicted",
+                batch_size: int = DEFAULT_BATCH_ROWS) -> tuple[np.ndarray, np.ndarray | None]:
     """((N, 2^M) v_i(S) for every subset bitmask S, the class each value is the probability of
-    (None for regression)). One batched forward pass over all samples per subset."""
-    batch = _as_batch(data)
-    m = batch.mask.shape[1]
-    logits = [forward_all(model, subset_batch(batch, s), batch_size)[0] for s in range(2 ** m)]
-    target_class = _target_class(model, batch, logits[-1], target)
-    return np.stack([_values_from_logits(lg, target_class) for lg in logits], axis=1), target_class
+    (None for regression)). Per batch of ``data``, one forward pass per subset."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    m = model.spec.n_modalities
+    values, classes = [np.zeros((0, 2 ** m))], []
+    for batch in iter_batches(data, batch_size):
+        logits = [forward_all(model, subset_batch(batch, s), batch_size)[0] for s in range(2 ** m)]
+        target_class = _target_class(model, batch, logits[-1], target)
+        values.append(np.stack([_values_from_logits(lg, target_class) for lg in logits], axis=1))
+        classes.append(target_class)
+    if model.spec.task.kind != "classification":
+        return np.concatenate(values), None
+    return np.concatenate(values), np.concatenate(classes) if classes else np.zeros(0, dtype=np.int64)
 
 
 def _target_class(model: FittedModel, batch: Batch, full_logits: torch.Tensor, target: str) -> np.ndarray | None:
@@ -126,30 +135,38 @@ def _target_class(model: FittedModel, batch: Batch, full_logits: torch.Tensor, t
     return full_logits.argmax(dim=1).numpy()
 
 
-def modality_contributions(model: FittedModel, data: MultimodalDataset | Batch, target: str = "predicted",
+def modality_contributions(model: FittedModel, data, target: str = "predicted",
                            max_exact: int = 10, n_permutations: int = 64, seed: int = 0,
-                           batch_size: int = 1024) -> Contributions:
+                           batch_size: int = DEFAULT_BATCH_ROWS) -> Contributions:
     """Shapley contributions of each modality for every sample of ``data`` (under its own mask).
 
-    M <= ``max_exact``: exact values, pairwise interaction index and Harsanyi dividends.
-    Otherwise: ``n_permutations`` sampled permutations per sample (numpy RNG from ``seed``),
-    with the standard error of each φ.
+    data: a ``MultimodalDataset``, a ``Batch`` or any map-style dataset (read ``batch_size``
+    rows at a time). M <= ``max_exact``: exact values, pairwise interaction index and Harsanyi
+    dividends. Otherwise: ``n_permutations`` sampled permutations per sample (numpy RNG from
+    ``seed``, drawn batch after batch), with the standard error of each φ.
     """
-    batch = _as_batch(data)
-    names = tuple(batch.inputs)
+    names = model.spec.modality_names
     m = len(names)
     if m <= max_exact:
-        v, _ = value_table(model, batch, target, batch_size)
+        v, _ = value_table(model, data, target, batch_size)
         return Contributions(names, shapley_values(v), v[:, 0], v[:, -1], target, True,
                              pairwise=interaction_index(v) if m >= 2 else None, dividends=harsanyi_dividends(v),
                              values=v)
-    full_logits = forward_all(model, batch, batch_size)[0]
-    target_class = _target_class(model, batch, full_logits, target)
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    rng = np.random.default_rng(seed)
+    phis, ses, ends = [np.zeros((0, m))], [np.zeros((0, m))], [np.zeros((2, 0))]
+    for batch in iter_batches(data, batch_size):
+        full_logits = forward_all(model, batch, batch_size)[0]
+        target_class = _target_class(model, batch, full_logits, target)
 
-    def value_of_masks(masks: np.ndarray) -> np.ndarray:
-        wanted = torch.as_tensor(masks, device=batch.mask.device)
-        return _values_from_logits(forward_all(model, batch.with_mask(batch.mask & wanted), batch_size)[0],
-                                   target_class)
+        def value_of_masks(masks: np.ndarray, batch: Batch = batch, target_class=target_class) -> np.ndarray:
+            wanted = torch.as_tensor(masks, device=batch.mask.device)
+            return _values_from_logits(forward_all(model, batch.with_mask(batch.mask & wanted), batch_size)[0],
+                                       target_class)
 
-    phi, se, ends = permutation_shapley(value_of_masks, batch.size, m, n_permutations, np.random.default_rng(seed))
-    return Contributions(names, phi, ends[0], ends[1], target, False, se=se, n_permutations=n_permutations)
+        phi, se, end = permutation_shapley(value_of_masks, batch.size, m, n_permutations, rng)
+        phis.append(phi), ses.append(se), ends.append(end)
+    end = np.concatenate(ends, axis=1)
+    return Contributions(names, np.concatenate(phis), end[0], end[1], target, False, se=np.concatenate(ses),
+                         n_permutations=n_permutations)

@@ -23,7 +23,8 @@ from itertools import combinations
 import torch
 from torch import nn
 
-from ..data.base import MultimodalDataset
+from ..data.batches import DEFAULT_BATCH_ROWS, iter_batches
+from .evaluate import Predictions, predict_all
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -39,38 +40,62 @@ def _synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_predict(model, data: MultimodalDataset, repeats: int = 3) -> tuple[torch.Tensor, float]:
-    """(N, C) logits of ``model`` on ``data`` and the latency in seconds per sample (best of ``repeats``)."""
+def timed_predictions(model, data, repeats: int = 3, batch_size: int = DEFAULT_BATCH_ROWS) -> tuple[Predictions, float]:
+    """``predict_all(model, data)`` (logits, targets, masks of one pass over any dataset, batch
+    by batch) and the latency in seconds per sample (best of ``repeats`` passes; a streamed
+    dataset's passes include reading its batches)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     device = next(model.parameters(), torch.empty(0)).device
-    best, logits = float("inf"), None
+    best, pred = float("inf"), None
     for _ in range(repeats):
         _synchronise(device)
         start = time.perf_counter()
-        logits = model.predict_logits(data)
+        pred = predict_all(model, data, batch_size)
         _synchronise(device)
         best = min(best, time.perf_counter() - start)
-    return logits, best / max(len(data), 1)
+    return pred, best / max(len(pred.logits), 1)
 
 
-def latency_per_subset_size(model, data: MultimodalDataset, repeats: int = 1) -> dict[str, float]:
+def timed_predict(model, data, repeats: int = 3) -> tuple[torch.Tensor, float]:
+    """(N, C) logits of ``model`` on ``data`` and the latency in seconds per sample (best of ``repeats``)."""
+    pred, latency = timed_predictions(model, data, repeats)
+    return pred.logits, latency
+
+
+def latency_per_subset_size(model, data, repeats: int = 1, batch_size: int = DEFAULT_BATCH_ROWS) -> dict[str, float]:
     """Subset size k ("1".."M") -> seconds per sample with every sample restricted to k modalities.
 
     Row i gets the (i mod n_k)-th subset of size k, intersected with its natural mask;
     rows left with nothing are dropped. Keys are strings so the record is JSON as is.
+    ``data``: any dataset ``iter_batches`` reads; the masks are drawn batch by batch (row i
+    counted from the start of ``data``), and a streamed dataset's time includes its reads.
     """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     m = model.spec.n_modalities
+    device = next(model.parameters(), torch.empty(0)).device
     out = {}
     for k in range(1, m + 1):
         subsets = torch.tensor(list(combinations(range(m), k)))  # (n_k, k)
-        wanted = torch.zeros_like(data.mask)
-        rows = torch.arange(len(data))
-        wanted[rows.unsqueeze(1), subsets[rows % len(subsets)]] = True
-        mask = wanted & data.mask
-        rows = torch.nonzero(mask.any(dim=1)).flatten().numpy()
-        if len(rows):
-            out[str(k)] = timed_predict(model, data.with_mask(mask).subset(rows), repeats)[1]
+        best, n = float("inf"), 0
+        for _ in range(repeats):
+            _synchronise(device)
+            start, n, first = time.perf_counter(), 0, 0
+            for raw in iter_batches(data, batch_size):
+                wanted = torch.zeros_like(raw.mask)
+                rows = torch.arange(raw.size)
+                wanted[rows.unsqueeze(1), subsets[(rows + first) % len(subsets)]] = True
+                first += raw.size
+                mask = wanted & raw.mask
+                keep = torch.nonzero(mask.any(dim=1)).flatten()
+                if len(keep):
+                    model.predict_logits(raw.with_mask(mask).select(keep), batch_size=batch_size, validate=False)
+                    n += len(keep)
+            _synchronise(device)
+            best = min(best, time.perf_counter() - start)
+        if n:
+            out[str(k)] = best / n
     return out
 
 

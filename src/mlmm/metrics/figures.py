@@ -12,9 +12,8 @@ import math
 
 import numpy as np
 
-from ..data.base import MultimodalDataset
 from .calibration import reliability_curve, softmax
-from .efficiency import latency_per_subset_size, parameter_counts, timed_predict
+from .efficiency import latency_per_subset_size, parameter_counts, timed_predictions
 from .task import task_metrics
 
 #: Bins of the reliability curve (equal width on [0, 1]); 15 as in Guo et al. (2017).
@@ -35,17 +34,18 @@ def calibration_figures(logits: np.ndarray, target: np.ndarray, n_bins: int = N_
     return {"ece": ece, "n_bins": n_bins, "reliability": {k: listed(v) for k, v in curve.items()}}
 
 
-def cell_figures(model, test: MultimodalDataset, natural_test: MultimodalDataset, train_seconds: float,
+def cell_figures(model, test, natural_test, train_seconds: float,
                  memory: dict | None = None, latency_repeats: int = 3) -> dict:
     """{"metrics", "calibration", "efficiency"} of a fitted model on its masked test split ``test``.
 
     The test logits come from the timed evaluation, so the metrics, the ECE and the
     latency are of one and the same pass. The latency per subset size is measured on
     ``natural_test`` (the test split before the scenario's mask), so that every size
-    1..M is reachable. ``memory``: ``PeakMemory.figures`` of the fit.
+    1..M is reachable. ``memory``: ``PeakMemory.figures`` of the fit. Both splits may be
+    in-memory or streamed datasets (read batch by batch; the labels come with the batches).
     """
-    logits, latency = timed_predict(model, test, latency_repeats)
-    logits = logits.numpy()
+    pred, latency = timed_predictions(model, test, latency_repeats)
+    logits, target = pred.logits.numpy(), pred.labels()
     efficiency = {
         "parameters": parameter_counts(model),
         "train_seconds": float(train_seconds),
@@ -53,7 +53,7 @@ def cell_figures(model, test: MultimodalDataset, natural_test: MultimodalDataset
         "latency_per_subset_size_s": latency_per_subset_size(model, natural_test),
         "peak_memory": dict(memory or {}),
     }
-    out = {"metrics": task_metrics(logits, test.labels, model.spec.task), "efficiency": efficiency}
+    out = {"metrics": task_metrics(logits, target, model.spec.task), "efficiency": efficiency}
     if model.spec.task.kind == "classification":
-        out["calibration"] = calibration_figures(logits, test.labels)
+        out["calibration"] = calibration_figures(logits, target)
     return out

@@ -32,12 +32,24 @@ def confusion_metrics(logits: np.ndarray, target: np.ndarray, n_classes: int) ->
     scoring (``evaluate_subsets``) uses it on every path, so fast and slow agree.
     """
     pred = np.asarray(logits).argmax(axis=1)
+    return confusion_figures(confusion_matrix(pred, target, n_classes))
+
+
+def confusion_matrix(pred: np.ndarray, target: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C, C) int64 counts, row = true class, column = predicted class, from (N,) labels each.
+    Counts of batches add up: the streamed evaluations sum them batch by batch."""
     target = np.asarray(target).astype(np.int64)
-    cm = np.bincount(target * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    pred = np.asarray(pred).astype(np.int64)
+    return np.bincount(target * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def confusion_figures(cm: np.ndarray) -> dict[str, float]:
+    """{"accuracy", "macro_f1"} from a (C, C) confusion matrix (macro-F1 over all C classes, 0 for a
+    class never predicted nor present), as ``confusion_metrics`` gives them."""
     tp = np.diag(cm).astype(np.float64)
     denom = cm.sum(axis=0) + cm.sum(axis=1)  # predicted + true per class: 2 tp + fp + fn
     f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    return {"accuracy": float(tp.sum() / max(len(target), 1)), "macro_f1": float(f1.mean())}
+    return {"accuracy": float(tp.sum() / max(int(cm.sum()), 1)), "macro_f1": float(f1.mean())}
 
 
 def task_metrics(logits: np.ndarray, target: np.ndarray, task) -> dict[str, float]:
