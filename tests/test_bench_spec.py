@@ -96,6 +96,9 @@ def test_config_hash_ignores_the_device_and_labels_but_not_parameters() -> None:
     a = {(c.config_hash, c.seed) for c in expand(spec())}
     assert a == {(c.config_hash, c.seed) for c in expand(spec("device=cuda", "methods.1.label=zero"))}
     assert a != {(c.config_hash, c.seed) for c in expand(spec("train.lr=0.01"))}
+    # how data is read (workers, prefetch, pinning) is not part of the outcome; the precision is
+    assert a == {(c.config_hash, c.seed) for c in expand(spec("train.num_workers=2", "train.pin_memory=false"))}
+    assert a != {(c.config_hash, c.seed) for c in expand(spec("train.precision=bf16"))}
 
 
 @pytest.mark.parametrize("name, cells, fast", [

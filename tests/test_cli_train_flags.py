@@ -13,7 +13,7 @@ from mlmm.train.loop import TrainConfig
 #: A value different from the default for every field, as the command line spells it.
 NON_DEFAULT = {"max_epochs": "7", "batch_size": "16", "lr": "0.02", "weight_decay": "0", "patience": "3",
                "modality_dropout": "0.1", "min_steps_per_epoch": "4", "select_on": "accuracy", "grad_clip": "none",
-               "optimizer": "sgd"}
+               "optimizer": "sgd", "num_workers": "2", "prefetch": "4", "pin_memory": "false", "precision": "bf16"}
 TRAINING_COMMANDS = {"run": ["--dataset", "synthetic"], "demo": [], "stream": ["--dataset", "synthetic"],
                      "explain": ["--dataset", "synthetic"], "recover": ["--dataset", "synthetic"],
                      "uncertainty": ["--dataset", "synthetic"]}
@@ -32,7 +32,7 @@ def test_every_field_has_a_flag_that_reaches_the_config(command: str) -> None:
     config = common.train_config(build_parser().parse_args(argv))
     assert config == TrainConfig(max_epochs=7, batch_size=16, lr=0.02, weight_decay=0.0, patience=3,
                                  modality_dropout=0.1, min_steps_per_epoch=4, select_on="accuracy", grad_clip=None,
-                                 optimizer="sgd")
+                                 optimizer="sgd", num_workers=2, prefetch=4, pin_memory=False, precision="bf16")
     assert common.train_config(build_parser().parse_args([command, *TRAINING_COMMANDS[command]])) == (
         TrainConfig() if command != "stream" else TrainConfig(lr=3e-3))  # stream keeps its own default lr
 

@@ -17,6 +17,7 @@ from typing import Any
 from ..data.registry import load_dataset
 from ..data.splits import fold_splits
 from ..experiment import ExperimentConfig, validate_config
+from ..train.config import LOADER_FIELDS
 from ..train.loop import TrainConfig, build_method
 from .spec import BenchSpec, ScenarioGrid, SpecError
 
@@ -57,7 +58,7 @@ class Cell:
             "dataset": self.dataset, "method": self.method, "method_params": self.method_params,
             "protocol": self.protocol, "protocol_params": self.protocol_params,
             "train_rate": self.train_rate, "test_rate": self.test_rate, "split": self.split,
-            "train": asdict(self.train), "subsets": self.subsets,
+            "train": _train_identity(self.train), "subsets": self.subsets,
         }
 
     @property
@@ -145,3 +146,12 @@ def expand(spec: BenchSpec, source: str = "spec") -> list[Cell]:
                 except (ValueError, TypeError) as err:
                     raise SpecError(f"{source}: scenarios.{i} on {dataset}: {err}") from None
     return cells
+
+
+def _train_identity(train: TrainConfig) -> dict[str, Any]:
+    """The training settings that define a cell's outcome: not how data is read (``LOADER_FIELDS``), and
+    the precision only when it is not fp32 (fp32 cells keep the hash they had before it existed)."""
+    out = {k: v for k, v in asdict(train).items() if k not in LOADER_FIELDS}
+    if out.get("precision") == "fp32":
+        del out["precision"]
+    return out

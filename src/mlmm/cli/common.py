@@ -70,6 +70,11 @@ TRAIN_HELP = {
     "select_on": "validation criterion for early stopping and model selection",
     "min_steps_per_epoch": "small training splits get batches down to 8 samples so an epoch has up to this many steps",
     "grad_clip": "clip the gradient norm to this value ('none': no clipping)",
+    "num_workers": "DataLoader worker processes reading streamed (e.g. memory-mapped) batches; 0: in this process",
+    "prefetch": "batches each DataLoader worker reads ahead",
+    "pin_memory": "pinned host memory for streamed batches when training on CUDA (ignored on the CPU)",
+    "precision": "training arithmetic: fp32, bf16 (autocast; CUDA or CPU) or fp16 (autocast + gradient scaling; "
+                 "CUDA only)",
 }
 #: Older spellings that keep working.
 TRAIN_ALIASES = {"max_epochs": ("--epochs",)}

@@ -52,7 +52,10 @@ class Batch:
     def size(self) -> int:
         return int(self.mask.shape[0])
 
-    def to(self, device: torch.device | str) -> Batch:
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """Every tensor on ``device``; ``non_blocking``: asynchronous host-to-GPU copies from pinned memory."""
+        if non_blocking:
+            return self._map(lambda t: t.to(device, non_blocking=True))
         return Batch(
             {k: v.to(device) for k, v in self.inputs.items()},
             self.mask.to(device),
@@ -61,6 +64,18 @@ class Batch:
             None if self.index is None else self.index.to(device),
             None if self.kept is None else self.kept.to(device),
         )
+
+    def pin_memory(self) -> Batch:
+        """Every tensor in pinned host memory (what a DataLoader with ``pin_memory=True`` calls)."""
+        return self._map(lambda t: t.pin_memory())
+
+    def _map(self, f) -> Batch:
+        def opt(t):
+            return None if t is None else f(t)
+
+        return Batch({k: f(v) for k, v in self.inputs.items()}, f(self.mask), opt(self.target),
+                     None if self.time_mask is None else {k: f(v) for k, v in self.time_mask.items()},
+                     opt(self.index), opt(self.kept))
 
     def select(self, index: Tensor) -> Batch:
         """Rows ``index`` of every field (a new batch; nothing is mutated)."""

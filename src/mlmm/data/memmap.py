@@ -154,62 +154,91 @@ class MemmapDataset(torch.utils.data.Dataset):
         return item
 
     def __getitems__(self, positions: Sequence[int]) -> Batch:
-        """Positions (B,) of this view -> one raw ``Batch`` (B rows read from the arrays)."""
+        """Positions (B,) of this view -> one raw ``Batch`` (B rows read from the arrays).
+
+        Only present entries are read (a masked-out slot is zeros without touching its file); rows
+        are read in file order, consecutive rows in one ``os.preadv`` (see ``_read_rows``)."""
         pos = np.asarray(positions, dtype=np.int64)
         if pos.size and (pos.min() < -len(self) or pos.max() >= len(self)):
             raise IndexError(f"sample {int(pos.max())} is out of range for {len(self)} samples")
         pos %= max(len(self), 1)
         rows = self.rows[pos]
-        mask = self.mask[torch.from_numpy(pos)]
+        pos_t = torch.from_numpy(pos)
+        mask = self.mask[pos_t]
+        mask_np = mask.numpy()
         inputs = {}
+        touched = 0
         for j, m in enumerate(self.spec.modalities):
-            x = self._read_rows(self.arrays[m.name], rows)  # a copy of B rows only
-            x = _stored(m.kind, x)
-            keep = mask[:, j]
-            if not bool(keep.all()):
-                x[~keep] = 0
-            if x.dtype.is_floating_point:
-                bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1) & keep
-                if bool(bad.any()):
-                    row = int(rows[int(bad.nonzero()[0])])
+            a = self.arrays[m.name]
+            keep = mask_np[:, j]
+            x = self._read_rows(a, rows, keep)  # a new (B, *shape) array: B rows only, zeros where masked out
+            if x.dtype.kind == "f" and not np.isfinite(x.sum()):
+                # (slow path only when the fast sum says so: masked-out slots are already zeros)
+                bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1) & keep
+                if bad.any():
+                    row = int(rows[int(np.flatnonzero(bad)[0])])
                     raise ValueError(f"memory-mapped dataset {self.source!r}: modality {m.name!r} holds NaN or inf "
                                      f"in a present entry (row {row} of {m.name}.npy); mark it missing in mask.npy")
-            inputs[m.name] = x
+            inputs[m.name] = _stored(m.kind, x)
+            if len(x):
+                touched += max(x[0].nbytes, _FAULT_AROUND_BYTES)
         self.reads += len(rows)
-        # A row read maps at least Linux's fault-around window (64 KiB) of each file: count that, not bytes.
-        self._unreleased += len(rows) * sum(max(int(x[0].numel() * x.element_size()), _FAULT_AROUND_BYTES)
-                                            for x in inputs.values() if len(x))
+        # A row read through a mapping maps at least Linux's fault-around window (64 KiB) of each file:
+        # count that, not bytes (a no-op for rows read with preadv, which map nothing).
+        self._unreleased += len(rows) * touched
         if self._unreleased > RELEASE_EVERY_BYTES:
             self.release_pages()
-        target = None if self.target is None else self.target[torch.from_numpy(pos)]
-        return Batch(inputs, mask, target, index=torch.from_numpy(pos))
+        target = None if self.target is None else self.target[pos_t]
+        return Batch(inputs, mask, target, index=pos_t)
 
-    def _read_rows(self, a: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Rows ``rows`` of array ``a`` as a new (B, *shape) array. For a file-backed memmap they are read
-        with ``os.preadv`` (runs of consecutive rows in one call) instead of through the mapping: pages
-        of a mapping touched by a read stay resident in the process (whole large folios of the page
-        cache, ~600 KiB per random 1 KiB row measured), reads do not map anything."""
+    def _read_rows(self, a: np.ndarray, rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (B,) of array ``a`` as a new (B, *shape) array, rows where ``keep`` is False left as zeros.
+
+        For a file-backed memmap the kept rows are read with ``os.preadv`` straight into the output
+        (sorted by file offset; a run of rows consecutive both in the file and in the batch is one
+        call) instead of through the mapping: pages of a mapping touched by a read stay resident in
+        the process (whole large folios of the page cache, ~600 KiB per random 1 KiB row measured),
+        reads do not map anything. One call per random row costs ~1.5 us (page cache hot)."""
         filename, offset = getattr(a, "filename", None), getattr(a, "offset", None)
         if filename is None or offset is None or not hasattr(os, "preadv") or not a.flags.c_contiguous:
-            return np.asarray(a[rows])
+            out = np.asarray(a[rows])  # a new array (fancy index)
+            out[~keep] = 0
+            return out
         key = (filename, os.getpid())  # a DataLoader worker opens its own descriptor
         fd = self._fds.get(key)
         if fd is None:
             fd = self._fds[key] = os.open(filename, os.O_RDONLY)
         row_bytes = a.itemsize * int(np.prod(a.shape[1:], dtype=np.int64))
-        order = np.argsort(rows, kind="stable")
-        ordered = rows[order]
         out = np.empty((len(rows), *a.shape[1:]), dtype=a.dtype)
-        flat = out.reshape(len(rows), -1).view(np.uint8).reshape(-1)
-        starts = np.flatnonzero(np.diff(ordered, prepend=-2) != 1)
-        ends = np.append(starts[1:], len(ordered))
-        for i, j in zip(starts.tolist(), ends.tolist()):
-            want = (j - i) * row_bytes
-            got = os.preadv(fd, [memoryview(flat[i * row_bytes:j * row_bytes])],
-                            int(offset) + int(ordered[i]) * row_bytes)
-            if got != want:
-                raise ValueError(f"memory-mapped dataset {self.source!r}: {filename} is shorter than its header says")
-        return out[np.argsort(order, kind="stable")]
+        if not keep.all():
+            out[~keep] = 0
+        wanted = np.flatnonzero(keep)  # batch positions to read
+        order = wanted[np.argsort(rows[wanted], kind="stable")]
+        file_rows = rows[order]
+        # a new segment wherever the file row or the batch position does not follow the previous one
+        starts = np.flatnonzero((np.diff(file_rows, prepend=-2) != 1) | (np.diff(order, prepend=-2) != 1))
+        lengths = np.diff(starts, append=len(order)) * row_bytes
+        file_at = (int(offset) + file_rows[starts] * row_bytes).tolist()
+        out_at = (order[starts] * row_bytes).tolist()
+        view = memoryview(out.reshape(-1).view(np.uint8)) if out.size else memoryview(b"")
+        read, got = os.preadv, 0
+        for o, b, n in zip(file_at, out_at, lengths.tolist()):
+            got += read(fd, [view[b:b + n]], o)
+        if got != int(lengths.sum()):
+            raise ValueError(f"memory-mapped dataset {self.source!r}: {filename} is shorter than its header says")
+        return out
+
+    def __getstate__(self) -> dict:
+        """Pickled (e.g. for a DataLoader worker started by spawn / forkserver) with each read-only memmap
+        as its file, offset, dtype and shape, reopened on unpickling: the rows are never copied."""
+        state = dict(self.__dict__)
+        state["_fds"] = {}
+        state["arrays"] = {k: _MappedFile.of(a) for k, a in self.arrays.items()}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["arrays"] = {k: a.open() if isinstance(a, _MappedFile) else a for k, a in state["arrays"].items()}
+        self.__dict__.update(state)
 
     def __del__(self) -> None:
         for fd in getattr(self, "_fds", {}).values():
@@ -269,6 +298,26 @@ class MemmapDataset(torch.utils.data.Dataset):
         batch = self.as_batch()
         return MultimodalDataset(self.spec, batch.inputs, self.target, batch.mask, splits=self.splits,
                                  class_names=self.class_names)
+
+
+class _MappedFile:
+    """A read-only ``np.memmap`` by reference (file, offset, dtype, shape), for pickling."""
+
+    def __init__(self, filename: str, offset: int, dtype: np.dtype, shape: tuple) -> None:
+        self.filename, self.offset, self.dtype, self.shape = filename, offset, dtype, shape
+
+    @staticmethod
+    def of(a: np.ndarray):
+        """``a`` by reference when it is a whole read-only file mapping, else ``a`` itself (pickled by value)."""
+        filename, offset = getattr(a, "filename", None), getattr(a, "offset", None)
+        if filename is None or offset is None or a.flags.writeable or not a.flags.c_contiguous:
+            return a
+        return _MappedFile(filename, int(offset), a.dtype, tuple(a.shape))
+
+    def open(self) -> np.ndarray:
+        a = np.memmap(self.filename, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape)
+        _advise_random(a)
+        return a
 
 
 def _advise_random(a: np.ndarray) -> None:
@@ -371,34 +420,59 @@ def save_memmap_dataset(data: MultimodalDataset | MemmapDataset, folder: str | P
 def write_synthetic_memmap(folder: str | Path, n: int, n_modalities: int = 4, features: int = 256,
                            n_classes: int = 4, seed: int = 0, missing_rate: float = 0.3,
                            val_fraction: float = 0.1, test_fraction: float = 0.1,
-                           chunk_rows: int = 16384) -> Path:
-    """Write a synthetic classification dataset of ``n`` rows and ``n_modalities`` vector modalities
-    (``features`` floats each; names m0, m1, ...) to ``folder``, ``chunk_rows`` rows at a time, so any
-    ``n`` fits in bounded memory. Each modality carries a noisy class-dependent signal; every entry is
-    missing with ``missing_rate`` (a row keeps at least one). Splits train / val / test are random."""
+                           chunk_rows: int = 16384, image_shape: Sequence[int] | None = None) -> Path:
+    """Write a synthetic classification dataset of ``n`` rows to ``folder`` and return the folder.
+
+    Modalities: ``n_modalities`` vectors of ``features`` float32 each (names m0, m1, ...), and, with
+    ``image_shape`` = (C, H, W), an image modality "image" of uint8 pixels (any resolution) after them.
+    Each modality carries a noisy class-dependent signal (an image: a class template of smooth blobs
+    plus pixel noise); every entry is missing with ``missing_rate`` (a row keeps at least one). Splits
+    train / val / test are random. Rows are written ``chunk_rows`` at a time (fewer for large rows: a
+    chunk's values stay under ~64 MiB), and written pages are released as they go, so any ``n``
+    (10^6 and more) fits in bounded memory."""
     from .spec import ModalitySpec, TaskSpec
 
     if n < 3:
         raise ValueError(f"n must be at least 3, got {n}")
+    if image_shape is not None:
+        image_shape = tuple(int(d) for d in image_shape)
+        if len(image_shape) != 3 or min(image_shape) < 1:
+            raise ValueError(f"image_shape must be (channels, height, width) of positive sizes, got {image_shape}")
+    if n_modalities < (0 if image_shape else 1):
+        raise ValueError(f"n_modalities must be at least {0 if image_shape else 1}, got {n_modalities}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     names = [f"m{j}" for j in range(n_modalities)]
-    spec = DatasetSpec(f"synthetic-memmap-{n}", tuple(ModalitySpec(nm, "vector", (features,)) for nm in names),
-                       TaskSpec("classification", n_classes))
+    modalities = [ModalitySpec(nm, "vector", (features,)) for nm in names]
+    if image_shape:
+        modalities.append(ModalitySpec("image", "image", image_shape))
+    n_mod = len(modalities)
+    spec = DatasetSpec(f"synthetic-memmap-{n}", tuple(modalities), TaskSpec("classification", n_classes))
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(n_modalities, n_classes, features)).astype(np.float32)
     target = rng.integers(0, n_classes, size=n)
-    mask = rng.random((n, n_modalities)) >= missing_rate
+    mask = rng.random((n, n_mod)) >= missing_rate
     empty = np.flatnonzero(~mask.any(axis=1))
-    mask[empty, rng.integers(0, n_modalities, size=empty.size)] = True
+    mask[empty, rng.integers(0, n_mod, size=empty.size)] = True
     outs = [np.lib.format.open_memmap(folder / f"{nm}.npy", mode="w+", dtype=np.float32, shape=(n, features))
             for nm in names]
-    for start in range(0, n, chunk_rows):
-        stop = min(n, start + chunk_rows)
+    row_bytes = 4 * features
+    if image_shape:
+        image_rng = np.random.default_rng([seed, 1])  # its own stream: vector data as without an image
+        templates = _image_templates(image_rng, n_classes, image_shape)
+        outs.append(np.lib.format.open_memmap(folder / "image.npy", mode="w+", dtype=np.uint8, shape=(n, *image_shape)))
+        row_bytes = max(row_bytes, 4 * int(np.prod(image_shape)))
+    step = max(1, min(chunk_rows, (64 << 20) // row_bytes))
+    for start in range(0, n, step):
+        stop = min(n, start + step)
         y = target[start:stop]
         for j, out in enumerate(outs):
-            x = centres[j, y] + 2.0 * rng.standard_normal((stop - start, features), dtype=np.float32)
-            x[~mask[start:stop, j]] = 0.0
+            if j < n_modalities:
+                x = centres[j, y] + 2.0 * rng.standard_normal((stop - start, features), dtype=np.float32)
+            else:  # the image: class template + noise, as uint8 pixels
+                noise = image_rng.standard_normal((stop - start, *image_shape), dtype=np.float32)
+                x = np.clip(templates[y] + 48.0 * noise, 0, 255).astype(np.uint8)
+            x[~mask[start:stop, j]] = 0
             out[start:stop] = x
             _release(out)  # written pages leave this process: memory stays bounded by the chunk
     for out in outs:
@@ -412,3 +486,19 @@ def write_synthetic_memmap(folder: str | Path, n: int, n_modalities: int = 4, fe
         np.save(folder / f"split_{name}.npy", np.sort(idx).astype(np.int64))
     _write_meta(folder, spec, None)
     return folder
+
+
+def _image_templates(rng: np.random.Generator, n_classes: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """(n_classes, C, H, W) float32 class templates in [32, 224]: a few Gaussian blobs of random colour,
+    place and size per class, so a class is told apart by where its colours are."""
+    c, h, w = shape
+    yy, xx = np.meshgrid(np.linspace(0, 1, h, dtype=np.float32), np.linspace(0, 1, w, dtype=np.float32),
+                         indexing="ij")
+    out = np.full((n_classes, c, h, w), 128.0, dtype=np.float32)
+    for k in range(n_classes):
+        for _ in range(3):
+            cy, cx = rng.random(2)
+            radius = 0.1 + 0.2 * rng.random()
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius ** 2))
+            out[k] += (rng.random(c).astype(np.float32)[:, None, None] - 0.5) * 192.0 * blob
+    return np.clip(out, 32.0, 224.0)

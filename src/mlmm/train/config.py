@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from ..validation import COUNT, NONNEG, POSITIVE, PROBABILITY, Interval, Options, validate_params
+from ..validation import BOOLEAN, COUNT, NONNEG, NONNEG_COUNT, POSITIVE, PROBABILITY, Interval, Options, validate_params
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,19 @@ class TrainConfig:
     # The optimiser of every stage that does not declare its own (StageControl.optimizer):
     # "adamw" (default), "adam", "sgd", "rmsprop", "adagrad", built with lr and weight_decay.
     optimizer: str = "adamw"
+    # Streamed data (e.g. memory-mapped, mlmm.data.memmap) is read by a torch DataLoader. num_workers:
+    # worker processes that read (and standardise) batches while the model trains (0: read in the
+    # training process; batches, their order and the fitted weights are the same either way).
+    num_workers: int = 0
+    # Batches read ahead by each worker (DataLoader's prefetch_factor; used only with workers).
+    prefetch: int = 2
+    # Streamed batches in pinned (page-locked) host memory, copied to the GPU without blocking;
+    # applies only when training on CUDA (ignored on the CPU).
+    pin_memory: bool = True
+    # Arithmetic of the training steps: "fp32"; "bf16" (autocast to bfloat16: on CUDA, and on the CPU
+    # through CPU autocast); "fp16" (autocast to float16 with gradient scaling; CUDA only, refused on
+    # the CPU). Weights, optimiser state, validation and prediction stay float32.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         validate_params("TrainConfig", {f.name: getattr(self, f.name) for f in fields(self)}, TRAIN_CONSTRAINTS)
@@ -53,7 +66,15 @@ TRAIN_CONSTRAINTS: dict[str, list] = {
     "select_on": [Options(("loss", "accuracy"))],
     "grad_clip": [None, POSITIVE],
     "optimizer": [Options(("adamw", "adam", "sgd", "rmsprop", "adagrad"))],
+    "num_workers": [NONNEG_COUNT],
+    "prefetch": [COUNT],
+    "pin_memory": [BOOLEAN],
+    "precision": [Options(("fp32", "bf16", "fp16"))],
 }
+
+#: ``TrainConfig`` fields that change how data is read, never what is learned (a grid cell's identity,
+#: ``mlmm.bench.grid``, leaves them out).
+LOADER_FIELDS = ("num_workers", "prefetch", "pin_memory")
 
 #: ``TrainConfig.optimizer`` / ``StageControl.optimizer`` name -> torch.optim class.
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD,

@@ -34,7 +34,7 @@ from .steps import (  # noqa: F401  (re-exported)
     drop_modalities,
     effective_batch_size,
 )
-from .streamed import data_loader
+from .streamed import training_loader
 
 
 @contextlib.contextmanager
@@ -124,9 +124,10 @@ class Trainer:
         by ``steps.generator`` (sharded under torchrun), in batches of ``steps.batch_size``; streamed:
         the same order through a DataLoader over the raw split, standardised per batch."""
         if steps.streamed:
+            loader = training_loader(steps)  # one per stage: its workers (if any) serve every epoch
             for _ in steps.epochs():
-                for batch in data_loader(steps.train_data, steps.batch_size, sampler=steps.sampler()):
-                    steps.step(batch)
+                for batch in loader:
+                    steps.step(batch, standardised=True)
             return
         train = steps.train_batch
         n, batch_size = train.size, steps.batch_size

@@ -55,7 +55,7 @@ from . import distributed
 from .config import OPTIMIZERS, TrainConfig
 from .fitted import FittedModel
 from .parts import PartSelection
-from .streamed import is_streamed, needs_whole_split, stream_batches, streamed_validation, whole_split
+from .streamed import is_streamed, loader_options, needs_whole_split, stream_batches, streamed_validation, whole_split
 
 
 class FitNeverImproved(MlmmWarning):
@@ -201,7 +201,8 @@ class FitSteps:
         self.n_train = len(train)
         self.has_val = val is not None
         if self.streamed:
-            standardizer = Standardizer(train.spec, method.preprocessing).fit_batches(stream_batches(train))
+            batches = stream_batches(train, **loader_options(self.config, self.device))
+            standardizer = Standardizer(train.spec, method.preprocessing).fit_batches(batches)
         else:
             standardizer = Standardizer(train.spec, method.preprocessing).fit(train.as_batch())
         self.model = FittedModel(standardizer, method, use_unseen_modalities=use_unseen_modalities,
@@ -375,7 +376,7 @@ class FitSteps:
         st = self._require_stage("training_batch")
         if batch.target is None:
             raise ValueError("a training batch needs labels (target is None)")
-        batch = batch.to(self.device)
+        batch = batch.to(self.device, non_blocking=True)  # asynchronous from pinned memory (streamed, CUDA)
         if not standardised:
             with torch.no_grad():
                 batch = self.model.standardizer(batch)

@@ -17,7 +17,8 @@ training refuses with an error naming the method. A streamed ``prepare`` is futu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import copy
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.utils.data
@@ -25,6 +26,7 @@ import torch.utils.data
 from ..data.base import MultimodalDataset
 from ..data.batch import Batch, collate
 from ..methods.base import Capability, MissingModalityModel
+from .config import TrainConfig
 
 #: Rows per batch of the statistics pass and of validation (memory: this many rows at a time).
 STREAM_BATCH_ROWS = 1024
@@ -39,18 +41,63 @@ def _collate_any(items) -> Batch:
     return items if isinstance(items, Batch) else collate(items)
 
 
-def data_loader(data, batch_size: int, sampler=None) -> torch.utils.data.DataLoader:
-    """A DataLoader yielding raw ``Batch`` objects (in order, or in ``sampler``'s order).
+class BatchCollate:
+    """A DataLoader ``collate_fn``: the rows read (a ``Batch`` from ``__getitems__``, or a list of samples)
+    as one ``Batch``, then ``transform`` (e.g. a CPU copy of the fitted ``Standardizer``) without
+    gradients. It runs where the rows are read: in a worker process when there are workers."""
+
+    def __init__(self, transform: Callable[[Batch], Batch] | None = None) -> None:
+        self.transform = transform
+
+    def __call__(self, items) -> Batch:
+        batch = _collate_any(items)
+        if self.transform is None:
+            return batch
+        with torch.no_grad():
+            return self.transform(batch)
+
+
+def loader_options(config: TrainConfig, device: torch.device | str) -> dict:
+    """DataLoader keyword arguments of ``TrainConfig``'s loader fields: ``num_workers``, ``prefetch_factor``
+    (with workers only) and ``pin_memory`` (only when training on CUDA: pinning needs an accelerator)."""
+    options = {"num_workers": config.num_workers,
+               "pin_memory": bool(config.pin_memory) and torch.device(device).type == "cuda"}
+    if config.num_workers:
+        options["prefetch_factor"] = config.prefetch
+    return options
+
+
+def data_loader(data, batch_size: int, sampler=None, transform: Callable[[Batch], Batch] | None = None,
+                **options) -> torch.utils.data.DataLoader:
+    """A DataLoader yielding ``Batch`` objects (in order, or in ``sampler``'s order), raw or ``transform``-ed
+    (``BatchCollate``); ``options``: further DataLoader arguments (``loader_options``).
 
     It gets its own generator: a DataLoader draws a base seed per iteration from the global RNG
     otherwise, which would shift the method's own randomness (dropout) against the in-memory path."""
     return torch.utils.data.DataLoader(data, batch_size=batch_size, sampler=sampler, shuffle=False,
-                                       collate_fn=_collate_any, generator=torch.Generator())
+                                       collate_fn=BatchCollate(transform), generator=torch.Generator(), **options)
 
 
-def stream_batches(data, batch_size: int | None = None) -> Iterator[Batch]:
-    """The rows of ``data`` in order, ``batch_size`` (default ``STREAM_BATCH_ROWS``) at a time, as raw batches."""
-    yield from data_loader(data, batch_size or STREAM_BATCH_ROWS)
+def stream_batches(data, batch_size: int | None = None, **options) -> Iterator[Batch]:
+    """The rows of ``data`` in order, ``batch_size`` (default ``STREAM_BATCH_ROWS``) at a time, as raw batches
+    (``options``: DataLoader arguments, e.g. ``loader_options``)."""
+    yield from data_loader(data, batch_size or STREAM_BATCH_ROWS, **options)
+
+
+def training_loader(steps) -> torch.utils.data.DataLoader:
+    """The training batches of the current stage of ``steps`` (a streamed ``FitSteps``), for
+    ``steps.step(batch, standardised=True)``: rows in ``steps.sampler()``'s order (a new permutation
+    each time the loader is iterated: once per epoch), ``steps.batch_size`` at a time, standardised
+    by a CPU copy of the fitted standardiser where they are read. With ``TrainConfig.num_workers``
+    the reads and the standardisation run in worker processes (kept for the whole stage) while the
+    model trains; the sampler and modality dropout stay in this process, so the batches, their
+    order and the fitted weights do not depend on the number of workers."""
+    standardizer = copy.deepcopy(steps.model.standardizer).cpu()
+    options = loader_options(steps.config, steps.device)
+    if options["num_workers"]:
+        options["persistent_workers"] = True
+    return data_loader(steps.train_data, steps.batch_size, sampler=steps.sampler(), transform=standardizer,
+                       **options)
 
 
 def needs_whole_split(method: MissingModalityModel, step: str) -> bool:
@@ -80,7 +127,7 @@ def streamed_validation(steps) -> tuple[float, float | None]:
     method = steps.method
     total_loss, correct, n = 0.0, 0, 0
     classification = method.spec.task.kind == "classification"
-    for raw in stream_batches(steps.val_data):
+    for raw in stream_batches(steps.val_data, **loader_options(steps.config, steps.device)):
         batch = steps._standardised_val(raw)
         logits = method(batch).logits
         total_loss += float(method.task_loss(logits, batch.target)) * batch.size
