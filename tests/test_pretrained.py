@@ -193,6 +193,38 @@ def test_prompts_replace_the_slots_at_the_first_layers_only(data) -> None:
     assert method.backbone._prompts is None  # nothing left behind after forward
 
 
+def test_missing_modalities_enter_as_dummy_inputs_that_reach_attention(data) -> None:
+    method = build_method("missing-aware-prompts", data.spec, seed=0, prompt_length=2, prompt_layers=1).eval()
+    batch = _batch(data, 8)
+    mask = batch.mask.clone()
+    mask[:4, 1] = False
+    mask[4:] = True
+    poisoned = Batch({k: v.clone() for k, v in batch.inputs.items()}, mask, batch.target)
+    poisoned.inputs["m1"][~mask[:, 1]] = float("nan")  # a missing slot is never read: the dummy replaces it
+    seen = {}
+    handle = method.backbone.register_forward_pre_hook(lambda module, args: seen.update(embeds=args[0],
+                                                                                       attention=args[1]))
+    try:
+        with torch.no_grad():
+            logits = method(poisoned).logits
+            dummy = method.projections.encoders["m1"](torch.zeros(1, 4))  # MAP's dummy: the zero (mean) input
+            masked = build_method("missing-aware-prompts", data.spec, seed=0, prompt_length=2, prompt_layers=1,
+                                  missing_input="masked").eval()
+            masked.load_state_dict(method.state_dict())
+            masked_logits = masked(poisoned).logits
+    finally:
+        handle.remove()
+    assert torch.isfinite(logits).all()
+    # Sequence [2 prompt slots | m0 m1 m2 | summary]: the dummy m1 token is attended to like any other.
+    assert bool(seen["attention"].all())
+    torch.testing.assert_close(seen["embeds"][:4, 3], dummy.expand(4, -1))
+    # The prompts still follow the real pattern; leaving m1 out of attention instead changes the prediction.
+    assert not torch.allclose(masked_logits[:4], logits[:4])
+    complete = mask.all(dim=1)
+    assert complete.any()
+    torch.testing.assert_close(masked_logits[complete], logits[complete])  # nothing missing: the same
+
+
 def test_prompts_change_the_prediction(data) -> None:
     method = build_method("missing-aware-prompts", data.spec, seed=0).eval()
     batch = _batch(data, 6)
