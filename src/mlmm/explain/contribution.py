@@ -13,8 +13,9 @@ sample (every method is total on it; the conformance suite checks it), so
 Σ_j φ_ij = v_i(A_i) - v_i(∅). A modality a sample lacks is a null player (φ = 0).
 Regression tasks use the first output as the value.
 
-Exact for M <= ``max_exact`` (2^M forward passes over all samples, one per subset);
-above it, a sampled-permutation estimate with its standard error.
+Exact for M <= ``max_exact`` (2^M forward passes over all samples, one per subset — or, for a
+method declaring ``FactorisedFusion``, one encoding pass and 2^M - 1 fusions, as in
+``evaluate_subsets``); above it, a sampled-permutation estimate with its standard error.
 
 The data is read batch by batch (``mlmm.data.batches.iter_batches``: an in-memory dataset in
 slices, a ``MemmapDataset`` or any map-style torch ``Dataset`` through a ``DataLoader``); only
@@ -30,9 +31,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..components.factorised import is_factorised
 from ..data.batch import Batch
 from ..data.batches import DEFAULT_BATCH_ROWS, iter_batches
 from ..diagnostics.forward import forward_all, subset_batch
+from ..metrics.evaluate import fused_subset_logits
 from ..train.loop import FittedModel
 from .shapley import harsanyi_dividends, interaction_index, permutation_shapley, shapley_values
 
@@ -106,21 +109,46 @@ def _values_from_logits(logits: torch.Tensor, target_class: np.ndarray | None) -
 
 
 def value_table(model: FittedModel, data, target: str = "predicted",
-                batch_size: int = DEFAULT_BATCH_ROWS) -> tuple[np.ndarray, np.ndarray | None]:
+                batch_size: int = DEFAULT_BATCH_ROWS, fast: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """((N, 2^M) v_i(S) for every subset bitmask S, the class each value is the probability of
-    (None for regression)). Per batch of ``data``, one forward pass per subset."""
+    (None for regression)). Per batch of ``data``, one forward pass per subset; ``fast`` (None:
+    where the method declares ``FactorisedFusion`` and every modality was seen in training)
+    encodes the batch once and fuses it under the 2^M - 1 non-empty subsets instead."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if fast and not is_factorised(model.method):
+        raise ValueError(f"method {type(model.method).__name__} does not declare FactorisedFusion, so it has no "
+                         "fast path")
+    if fast is None:
+        fast = is_factorised(model.method) and (model.use_unseen_modalities or bool(model.seen_modalities.all()))
     m = model.spec.n_modalities
     values, classes = [np.zeros((0, 2 ** m))], []
     for batch in iter_batches(data, batch_size):
-        logits = [forward_all(model, subset_batch(batch, s), batch_size)[0] for s in range(2 ** m)]
+        logits = _fused_logits(model, batch, batch_size) if fast else \
+            [forward_all(model, subset_batch(batch, s), batch_size)[0] for s in range(2 ** m)]
         target_class = _target_class(model, batch, logits[-1], target)
         values.append(np.stack([_values_from_logits(lg, target_class) for lg in logits], axis=1))
         classes.append(target_class)
     if model.spec.task.kind != "classification":
         return np.concatenate(values), None
     return np.concatenate(values), np.concatenate(classes) if classes else np.zeros(0, dtype=np.int64)
+
+
+def _fused_logits(model: FittedModel, batch: Batch, batch_size: int) -> list[torch.Tensor]:
+    """[(B, C) logits of subset bitmask S for S in 0 .. 2^M - 1]: the empty subset by a forward pass,
+    the others by one encoding and ``fuse_subsets``; a row whose S ∩ A_i is empty gets the empty
+    subset's output (the slow path's value: the model on a row with nothing present)."""
+    m = model.spec.n_modalities
+    bits = torch.arange(2 ** m)
+    chosen = ((bits.unsqueeze(1) >> torch.arange(m)) & 1).bool()  # (2^M, M), row S = bitmask S
+    masks = chosen[1:].unsqueeze(1) & batch.mask.unsqueeze(0)  # (2^M - 1, B, M)
+    fused = fused_subset_logits(model, batch, masks)  # (2^M - 1, B, C)
+    empty = forward_all(model, subset_batch(batch, 0), batch_size)[0]
+    out = [empty]
+    for s in range(1, 2 ** m):
+        logits, nothing = fused[s - 1], ~masks[s - 1].any(dim=1)
+        out.append(torch.where(nothing.unsqueeze(1), empty, logits) if bool(nothing.any()) else logits)
+    return out
 
 
 def _target_class(model: FittedModel, batch: Batch, full_logits: torch.Tensor, target: str) -> np.ndarray | None:
@@ -137,18 +165,19 @@ def _target_class(model: FittedModel, batch: Batch, full_logits: torch.Tensor, t
 
 def modality_contributions(model: FittedModel, data, target: str = "predicted",
                            max_exact: int = 10, n_permutations: int = 64, seed: int = 0,
-                           batch_size: int = DEFAULT_BATCH_ROWS) -> Contributions:
+                           batch_size: int = DEFAULT_BATCH_ROWS, fast: bool | None = None) -> Contributions:
     """Shapley contributions of each modality for every sample of ``data`` (under its own mask).
 
     data: a ``MultimodalDataset``, a ``Batch`` or any map-style dataset (read ``batch_size``
     rows at a time). M <= ``max_exact``: exact values, pairwise interaction index and Harsanyi
-    dividends. Otherwise: ``n_permutations`` sampled permutations per sample (numpy RNG from
-    ``seed``, drawn batch after batch), with the standard error of each φ.
+    dividends (``fast``: as for ``value_table``). Otherwise: ``n_permutations`` sampled
+    permutations per sample (numpy RNG from ``seed``, drawn batch after batch), with the
+    standard error of each φ.
     """
     names = model.spec.modality_names
     m = len(names)
     if m <= max_exact:
-        v, _ = value_table(model, data, target, batch_size)
+        v, _ = value_table(model, data, target, batch_size, fast=fast)
         return Contributions(names, shapley_values(v), v[:, 0], v[:, -1], target, True,
                              pairwise=interaction_index(v) if m >= 2 else None, dividends=harsanyi_dividends(v),
                              values=v)

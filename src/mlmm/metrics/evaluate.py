@@ -155,7 +155,7 @@ def evaluate_subsets(model: FittedModel, data, fast: bool | None = None,
             # rows left with only unseen modalities are predicted from nothing
             masks, hidden = _hide_unseen(model, masks, warn=not warned)
             warned = warned or hidden
-            fused = _factorised_subset_logits(model, raw, masks) if use_fast else None  # (S, B, C)
+            fused = fused_subset_logits(model, raw, masks) if use_fast else None  # (S, B, C)
             for s in range(len(all_subsets)):
                 index = rows[s].nonzero().flatten()
                 if not len(index):
@@ -212,18 +212,20 @@ _FUSE_BYTES = 2 ** 22
 
 
 @torch.no_grad()
-def _factorised_subset_logits(model: FittedModel, raw: Batch, masks: torch.Tensor) -> torch.Tensor:
+def fused_subset_logits(model: FittedModel, raw: Batch, masks: torch.Tensor) -> torch.Tensor:
     """raw batch (B rows), masks (S, B, M) -> (S, B, C) logits on CPU: the batch encoded once under
     its natural mask, then the method's ``fuse_subsets`` on z under all the subsets' masks
     (``FactorisedFusion``). A row left with no modality is fused too (every method is total on
     an empty mask; the caller drops it); each row's fusion reads only its own z and mask rows in
     eval mode, so the kept rows are what the slow path computes (up to float rounding where a
-    method reorders the arithmetic, as masked-mean does). Eval mode is set by the caller.
+    method reorders the arithmetic, as masked-mean does). Runs in eval mode (restored after).
+    The method must declare ``FactorisedFusion`` (``is_factorised``).
     """
     device = next(model.parameters(), torch.empty(0)).device
-    z = model.method.encode_modalities(model.standardizer(raw.to(device)))  # (B, M, D)
-    stacked = masks.to(device)
-    row_bytes = max(z[:1].numel() * z.element_size(), 1)
-    rows = max(1, _FUSE_BYTES // (len(masks) * row_bytes))
-    return torch.cat([model.method.fuse_subsets(z[i:i + rows], stacked[:, i:i + rows])
-                      for i in range(0, len(z), rows)], dim=1).float().cpu()
+    with _eval_mode(model):
+        z = model.method.encode_modalities(model.standardizer(raw.to(device)))  # (B, M, D)
+        stacked = masks.to(device)
+        row_bytes = max(z[:1].numel() * z.element_size(), 1)
+        rows = max(1, _FUSE_BYTES // (len(masks) * row_bytes))
+        return torch.cat([model.method.fuse_subsets(z[i:i + rows], stacked[:, i:i + rows])
+                          for i in range(0, len(z), rows)], dim=1).float().cpu()
