@@ -28,7 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from ..data.registry import DATASETS
+from ..data.registry import DATASETS, DIR_PREFIX
 from ..data.splits import check_split
 from ..errors import UnsafeFileError
 from ..experiment import RATELESS_PROTOCOLS
@@ -224,6 +224,11 @@ class BenchSpec(_Strict):
     @classmethod
     def _datasets(cls, names: list[str]) -> list[str]:
         for name in names:
+            if name.startswith(DIR_PREFIX):
+                folder = Path(name[len(DIR_PREFIX):]).expanduser()
+                if not folder.is_dir():
+                    raise ValueError(f"dataset {name!r}: folder {str(folder)!r} does not exist")
+                continue
             if name not in DATASETS.names():
                 raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS.names())}")
         return names

@@ -41,6 +41,9 @@ def add_parsers(sub) -> None:
     """Add ``bench`` and ``reproduce`` to the ``mlmm`` sub-command parser ``sub``."""
     bench = sub.add_parser("bench", help="run a YAML experiment spec's grid into a results database (resumable)")
     bench.add_argument("spec", help="path to a spec file (see experiments/)")
+    bench.add_argument("--data-dir", metavar="FOLDER",
+                       help="run the grid on this data folder instead of the spec's datasets (a memory-mapped "
+                            "folder or a table folder with dataset.yaml; read batch by batch)")
     _add_run_flags(bench)
     rep = sub.add_parser("reproduce", help="run a committed experiment and print ours beside the published figures")
     rep.add_argument("name", nargs="?", help="experiment name (see --list) or path to a spec file")
@@ -97,6 +100,10 @@ def _raise_if_failed(outcome: BenchOutcome) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    if args.data_dir:  # the grid's datasets become this folder (recorded as an override of the spec)
+        from .common import data_dir_name
+
+        args.overrides = [*args.overrides, "datasets=" + json.dumps([data_dir_name(args.data_dir)])]
     spec, text = load_spec(args.spec, args.overrides)
     outcome = _run(args, spec, text, args.overrides, source=args.spec)
     summaries = summarise_cells(outcome.cells)

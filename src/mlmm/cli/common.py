@@ -39,6 +39,18 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+def data_dir_name(folder: str) -> str:
+    """``--data-dir FOLDER`` -> the dataset name ``dir:<absolute folder>`` (``mlmm.data.registry.DIR_PREFIX``)."""
+    import os
+
+    from ..data.registry import DIR_PREFIX
+
+    path = os.path.abspath(os.path.expanduser(folder))
+    if not os.path.isdir(path):
+        raise UsageError(f"--data-dir: {folder!r} does not exist or is not a folder")
+    return DIR_PREFIX + path
+
+
 def parse_floats(text: str, flag: str) -> list[float]:
     try:
         return [float(s) for s in text.split(",") if s.strip()]

@@ -37,10 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
     run_p = sub.add_parser("run", help="train and evaluate methods under a missingness protocol")
-    run_p.add_argument("--dataset", help="a bundled dataset (see `mlmm datasets`); or --data-file")
+    run_p.add_argument("--dataset", help="a bundled dataset (see `mlmm datasets`); or --data-file / --data-dir")
     g = run_p.add_argument_group("your own data (instead of --dataset; see mlmm.data.loaders)")
     g.add_argument("--data-file", help=".csv/.tsv/.parquet table, .npz, UEA .ts, MMSA .pkl, AV-MNIST folder, "
                                        "or a .yaml/.json mapping file")
+    g.add_argument("--data-dir", metavar="FOLDER",
+                   help="a data folder read batch by batch, never whole: memory-mapped .npy files (spec.json, "
+                        "mlmm.data.save_memmap_dataset) or a row table with dataset.yaml (images, text, numbers, "
+                        "Parquet; see mlmm.data.tables)")
     g.add_argument("--modality", action="append", default=[], metavar="NAME=COLS",
                    help="table columns of a modality: col1,col2 or prefix:b_ (repeat per modality)")
     g.add_argument("--label", help="label column of a table (label key of an .npz)")

@@ -7,7 +7,16 @@ import json
 import os
 import sys
 
-from .common import UsageError, check_writable, parse_floats, parse_params, parse_seeds, progress, train_config
+from .common import (
+    UsageError,
+    check_writable,
+    data_dir_name,
+    parse_floats,
+    parse_params,
+    parse_seeds,
+    progress,
+    train_config,
+)
 from .listing import method_names
 
 
@@ -54,6 +63,10 @@ def cmd_run(args: argparse.Namespace) -> None:
     from ..experiment import run_experiment, validate_config
     from ..report import results_table, subsets_table
 
+    if getattr(args, "data_dir", None):  # a folder read batch by batch: named dir:<folder> for every process
+        if args.dataset or args.data_file:
+            raise UsageError("give one of --dataset, --data-file and --data-dir")
+        args.dataset = data_dir_name(args.data_dir)
     options = {}
     if args.data_file:  # flags override the same keys of a mapping file; absent ones leave them
         options = {"modalities": parse_modality_flags(args.modality), "label": args.label,

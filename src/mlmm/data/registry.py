@@ -6,6 +6,7 @@ all as JSON-ready dicts (what ``mlmm datasets --json`` prints).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,9 +55,37 @@ def register(entry: DatasetEntry) -> DatasetEntry:
     return DATASETS.register(entry.name)(entry)
 
 
+#: A dataset name ``dir:<folder>`` opens that folder (``mlmm.data.tables.open_data_dir``): a memory-mapped
+#: folder or a table folder with ``dataset.yaml``. ``mlmm run --data-dir`` and ``mlmm bench --data-dir``
+#: name their folder so, which every process of a grid can open by itself.
+DIR_PREFIX = "dir:"
+
+
 def load_dataset(name: str, **params: Any) -> MultimodalDataset:
-    """A fresh dataset by registry name; unknown names raise ``UnknownNameError`` listing the known ones."""
+    """A fresh dataset by registry name (or ``dir:<folder>``, see ``DIR_PREFIX``); unknown names raise
+    ``UnknownNameError`` listing the known ones."""
+    if name.startswith(DIR_PREFIX):
+        if params:
+            raise ValueError(f"dataset {name!r}: a data folder takes no parameters (got {', '.join(params)})")
+        return _open_dir(name[len(DIR_PREFIX):])
     return DATASETS.get(name).loader(**params)
+
+
+def _open_dir(folder: str):
+    """The dataset of a data folder, opened once per process while its description files are unchanged
+    (opening a table folder reads its mask and labels; views of it never change it)."""
+    import os
+
+    stamps = tuple(os.stat(os.path.join(folder, f)).st_mtime_ns if os.path.exists(os.path.join(folder, f)) else 0
+                   for f in ("spec.json", "mask.npy", "target.npy", "dataset.yaml"))
+    return _open_dir_cached(os.path.abspath(os.path.expanduser(folder)), stamps)
+
+
+@functools.lru_cache(maxsize=4)
+def _open_dir_cached(folder: str, stamps: tuple) -> Any:
+    from .tables import open_data_dir
+
+    return open_data_dir(folder)
 
 
 def dataset_infos() -> list[dict[str, Any]]:

@@ -56,7 +56,7 @@ class RowDataset(torch.utils.data.Dataset):
 
     def __init__(self, spec: DatasetSpec, target, mask, n_total: int, rows: np.ndarray | None = None,
                  splits: Mapping[str, np.ndarray] | None = None, class_names: Sequence[str] | None = None,
-                 groups: np.ndarray | None = None, source: str | None = None) -> None:
+                 groups: np.ndarray | None = None, source: str | None = None, _view: bool = False) -> None:
         self.spec = spec
         self.source = source or spec.name
         self.n_total = int(n_total)
@@ -69,7 +69,7 @@ class RowDataset(torch.utils.data.Dataset):
             raise ValueError(f"dataset {self.source!r}: mask must be bool of shape ({n}, {spec.n_modalities}), "
                              f"got {mask_t.dtype} {tuple(mask_t.shape)}")
         empty = ~mask_t.any(dim=1)
-        if bool(empty.any()):
+        if bool(empty.any()) and not _view:  # a view's mask may leave a row empty, as MultimodalDataset.with_mask
             first = int(self.rows[int(empty.nonzero()[0])])
             raise ValueError(f"dataset {self.source!r}: {int(empty.sum())} row(s) have no modality "
                              f"(first: row {first}); every row needs at least one modality: drop such rows")
@@ -191,7 +191,7 @@ class RowDataset(torch.utils.data.Dataset):
         """A new view of the same store (the subclass's store attributes are shared, not copied)."""
         out = copy.copy(self)
         RowDataset.__init__(out, self.spec, target, mask, self.n_total, rows=rows, splits=splits,
-                            class_names=self.class_names, groups=self._groups_all, source=self.source)
+                            class_names=self.class_names, groups=self._groups_all, source=self.source, _view=True)
         return out
 
     def subset(self, index) -> RowDataset:
