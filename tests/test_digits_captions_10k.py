@@ -175,7 +175,29 @@ def test_shipped_zoo_spec_expands_on_minilm_features(monkeypatch):
         assert [(m.name, m.kind, m.shape) for m in data.spec.modalities] == [
             ("image", "image", (1, 16, 16)), ("caption", "vector", (384,))]
         assert len(expand(spec)) == 6 * 5 * 3
-        assert len(expand(parse_spec(text, "digits_captions_zoo", fast_overrides(spec)))) == 6 * 3 * 1
+        assert len(expand(parse_spec(text, "digits_captions_zoo", fast_overrides(spec)))) == 6 * 2 * 1
     finally:
         DATASETS.unregister(name)
         DATASETS.register(name)(entry)
+
+
+@pytest.mark.slow  # loads MiniLM (~2 s)
+def test_minilm_variant_uses_the_cache_directory_the_user_names(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from mlmm.data.feature_cache import FeatureCache
+
+    monkeypatch.setenv(module.CACHE_ENV, str(tmp_path))
+    first = module.load_digits_captions_10k_minilm(n=60)
+    assert len(FeatureCache(tmp_path).keys()) == 1  # computed once, stored where the user said
+    cache = FeatureCache(tmp_path)
+    again = module.load_digits_captions_10k_minilm(n=60, feature_cache=cache)
+    assert cache.stats["hits"] == 1 and cache.stats["misses"] == 0
+    assert torch_equal(first.inputs["caption"], again.inputs["caption"])
+    has_caption = first.mask[:, 1]
+    assert bool((first.inputs["caption"][~has_caption] == 0).all())  # absent captions: zeros, mask False
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
