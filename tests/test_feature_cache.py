@@ -148,3 +148,45 @@ def test_bad_backbones_and_modalities_are_clear_errors(tmp_path):
         frozen_features(data, {"image": "hf:minilm"}, tmp_path)
     with pytest.raises(ValueError, match="on_corrupt must be one of"):
         FeatureCache(tmp_path, on_corrupt="ignore")
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A tiny randomly initialised BERT saved locally (a stand-in for MiniLM: same loading path)."""
+    transformers = pytest.importorskip("transformers")
+    root = tmp_path_factory.mktemp("bert")
+    torch.manual_seed(0)
+    transformers.BertModel(transformers.BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=16)).save_pretrained(root)
+    return root
+
+
+def _captions_file(path) -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    caption = np.where(rng.random((60, 6)) < 0.5, 5 + 3 * y[:, None], rng.integers(1, 50, (60, 6)))
+    caption[::5] = 0  # absent captions: padding only
+    np.savez(path, image=rng.normal(size=(60, 4)).astype(np.float32), caption=caption.astype(np.int64), y=y)
+
+
+def test_cli_run_featurises_once_into_the_cache_it_is_given(tmp_path, tiny_bert, capsys, monkeypatch):
+    from mlmm.cli import main
+    from mlmm.data.frozen_features import CACHE_ENV
+
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    _captions_file(tmp_path / "caps.npz")
+    argv = ["run", "--data-file", str(tmp_path / "caps.npz"), "--kind", "image=vector", "--kind", "caption=text",
+            "--vocab-size", "caption=50", "--frozen", f"caption=hf:{tiny_bert}", "--feature-cache",
+            str(tmp_path / "cache"), "--method", "masked-mean", "--max-epochs", "1", "--no-subsets", "--json",
+            "--split", "random"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    entries = FeatureCache(tmp_path / "cache").keys()
+    assert len(entries) == 1 and first["metrics"]["accuracy"]["mean"] >= 0
+    meta = json.loads((tmp_path / "cache" / entries[0] / "meta.json").read_text())
+    assert meta["modality"]["name"] == "caption" and meta["n_rows"] == 60 and meta["n_present"] == 48
+    assert main(argv) == 0  # again: the same entry, nothing new
+    assert FeatureCache(tmp_path / "cache").keys() == entries
+    assert CACHE_ENV not in __import__("os").environ  # the CLI restores the environment
+    assert json.loads(capsys.readouterr().out)["metrics"] == first["metrics"]

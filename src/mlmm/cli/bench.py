@@ -14,6 +14,7 @@ from ..bench.catalog import find_spec, packaged_specs
 from ..bench.runner import BenchOutcome, CellFailed, run_bench
 from ..bench.spec import fast_overrides, load_spec, parse_spec
 from ..bench.tables import comparison_table, published_rows, summarise_cells, summary_table
+from .common import add_feature_cache_flag
 
 __all__ = ["DEFAULT_DB", "add_parsers", "cmd_bench", "cmd_reproduce"]
 
@@ -35,6 +36,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                    help="skip regenerating the masks of finished cells to check their sha256")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    add_feature_cache_flag(p)
 
 
 def add_parsers(sub) -> None:

@@ -4,12 +4,14 @@ the training flags and the progress bar."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..train.loop import TrainConfig
@@ -185,3 +187,29 @@ def check_writable(path: str, flag: str, folder: bool = False) -> None:
         raise UsageError(f"{flag}: cannot write in {parent!r} ({reason})") from None
     os.close(fd)
     os.remove(probe)
+
+
+def add_feature_cache_flag(p: argparse.ArgumentParser) -> None:
+    """``--feature-cache DIR``: where frozen-backbone features are cached (``mlmm.data.feature_cache``)."""
+    p.add_argument("--feature-cache", metavar="DIR",
+                   help="cache frozen-backbone features on disk here (content-addressed: computed once per backbone, "
+                        "preprocessing and input values, reused by every method, seed and cell)")
+
+
+@contextlib.contextmanager
+def feature_cache_env(directory: str | None) -> Iterator[None]:
+    """``MLMM_FEATURE_CACHE`` set to ``directory`` for the block (inherited by pool workers), then restored."""
+    from ..data.frozen_features import CACHE_ENV
+
+    if not directory:
+        yield
+        return
+    saved = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = os.path.abspath(os.path.expanduser(directory))
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = saved

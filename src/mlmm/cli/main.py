@@ -22,7 +22,7 @@ from .. import __version__
 from ..errors import MlmmWarning
 from ..train.devices import check_device
 from . import bench, demo, diagnostics, listing, predict, report, run, stream
-from .common import UsageError, _Parser, add_training_flags
+from .common import UsageError, _Parser, add_feature_cache_flag, add_training_flags, feature_cache_env
 from .errors import KNOWN, describe
 
 
@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a text modality's vocabulary size (the tokenizer's; default: largest id + 1, with a note)")
     g.add_argument("--pad-id", action="append", default=[], dest="pad_id", metavar="NAME=ID",
                    help="a text modality's padding id (default 0); a row of padding only is missing")
+    fb = run_p.add_argument_group("frozen pretrained backbones (features computed once; see mlmm.data.frozen_features)")
+    fb.add_argument("--frozen", action="append", default=[], metavar="NAME=BACKBONE",
+                    help="replace modality NAME by the features of a frozen backbone before anything runs: "
+                         "hf:minilm, hf:<local dir>, torchvision:<arch>:<weights file>, timm:<arch>:<weights file>")
+    add_feature_cache_flag(fb)
     run_p.add_argument("--method", action="append", help="method name (repeat for several; default: every method)")
     run_p.add_argument("--protocol", default="entry", help="missingness protocol (see `mlmm protocols`)")
     run_p.add_argument("--rate", type=float, default=0.0, help="the protocol's rate, train, validation and test")
@@ -158,7 +163,8 @@ def _main(parser: argparse.ArgumentParser, argv: Sequence[str] | None, shown) ->
                    "report": report.cmd_report, "predict": predict.cmd_predict}.get(args.command, listing.cmd_listing)
         if getattr(args, "device", None) is not None:
             check_device(args.device)  # a bogus name or an absent GPU: one line before any work
-        handler(args)
+        with feature_cache_env(getattr(args, "feature_cache", None)):
+            handler(args)
     except KNOWN as err:
         if os.environ.get("MLMM_DEBUG"):
             raise

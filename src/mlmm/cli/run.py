@@ -77,6 +77,13 @@ def cmd_run(args: argparse.Namespace) -> None:
     data_file = args.data_file
     args.dataset = resolve_dataset(args.dataset, args.data_file, **options)
     args.data_file = None  # a --data-file is now registered as file:<stem>
+    if args.frozen:  # the dataset with those modalities replaced by frozen features (cached: --feature-cache)
+        from ..data.frozen_features import register_frozen_dataset
+
+        if args.distributed:
+            raise ValueError("--frozen is not available with --distributed (featurise into a data file first)")
+        backbones = parse_kind_flags(args.frozen, "--frozen", str)
+        args.dataset = register_frozen_dataset(args.dataset, backbones, replace=True)
     spec = load_dataset(args.dataset).spec  # unknown dataset -> one clear line before anything else
     if args.distributed:
         _run_distributed(args)

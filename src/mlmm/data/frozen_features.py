@@ -40,7 +40,10 @@ from .feature_cache import FeatureCache, FeatureWriter, backbone_digest, input_d
 from .memmap import MemmapDataset
 from .spec import DatasetSpec, ModalitySpec
 
-__all__ = ["frozen_features", "resolve_frozen_backbone"]
+__all__ = ["CACHE_ENV", "frozen_features", "register_frozen_dataset", "resolve_frozen_backbone"]
+
+#: Environment variable naming the feature cache directory used when a caller passes no cache.
+CACHE_ENV = "MLMM_FEATURE_CACHE"
 
 #: What a caller may give per modality: a module or a backbone name.
 BackboneChoice = nn.Module | str
@@ -135,7 +138,9 @@ def frozen_features(data: MultimodalDataset | MemmapDataset, backbones: Mapping[
     """``data`` with each modality of ``backbones`` replaced by its frozen features, a (W,) vector modality
     of the same name (same rows, mask, labels, splits, groups and class names).
 
-    cache: a ``FeatureCache`` or its directory (chosen by the caller); ``None`` computes in memory, every call.
+    cache: a ``FeatureCache`` or its directory (chosen by the caller); ``None``: the directory in the
+    environment variable ``MLMM_FEATURE_CACHE`` when it is set (``mlmm run/bench --feature-cache DIR``
+    sets it, so pool workers of a grid share one cache), else the features are computed in memory, every call.
     An in-memory dataset gets the features in memory; a memory-mapped one (``MemmapDataset``) reads them
     memory-mapped from the cache entry, batch by batch, like its other arrays (its whole arrays are
     featurised, rows outside the view as absent, so call it on the opened dataset before taking subsets).
@@ -146,6 +151,8 @@ def frozen_features(data: MultimodalDataset | MemmapDataset, backbones: Mapping[
     if unknown:
         raise ValueError(f"backbone for unknown modality {', '.join(map(repr, unknown))}; dataset {spec.name!r} "
                          f"has {', '.join(spec.modality_names)}")
+    if cache is None and os.environ.get(CACHE_ENV):
+        cache = os.environ[CACHE_ENV]
     if cache is not None and not isinstance(cache, FeatureCache):
         cache = FeatureCache(cache)
     features: dict[str, np.ndarray] = {}
@@ -171,3 +178,33 @@ def frozen_features(data: MultimodalDataset | MemmapDataset, backbones: Mapping[
     time_mask = None if data.time_mask is None else {k: v for k, v in data.time_mask.items() if k not in features}
     return MultimodalDataset(new_spec, inputs, data.target, data.mask, splits=data.splits, _validated=True,
                              time_mask=time_mask or None, groups=data.groups, class_names=data.class_names)
+
+
+def register_frozen_dataset(base: str, backbones: Mapping[str, str], name: str | None = None, *,
+                            replace: bool = False) -> str:
+    """Register dataset ``name`` (default ``"<base>+frozen"``): registered dataset ``base`` with the modalities
+    of ``backbones`` (modality -> backbone *name*, e.g. ``{"caption": "hf:minilm"}``) replaced by their
+    frozen features. Each load goes through ``frozen_features(..., cache=None)``, i.e. the cache directory
+    of ``MLMM_FEATURE_CACHE``, so every cell of a grid, in any worker process, reuses one entry. Returns the
+    name. ``replace``: re-register a name already taken (else a duplicate name is an error)."""
+    from .registry import DATASETS, DatasetEntry, load_dataset
+
+    for modality, choice in backbones.items():
+        if not isinstance(choice, str):
+            raise TypeError(f"register_frozen_dataset takes backbone names (a registered dataset is rebuilt by name "
+                            f"in every worker); modality {modality!r} got {type(choice).__name__}")
+    entry = DATASETS.get(base)
+    name = name or f"{base}+frozen"
+    backbones = dict(backbones)
+
+    def loader(**params: Any) -> MultimodalDataset | MemmapDataset:
+        return frozen_features(load_dataset(base, **params), backbones)
+
+    described = ", ".join(f"{k} by {v}" for k, v in backbones.items())
+    if replace and name in DATASETS:
+        DATASETS.unregister(name)
+    DATASETS.register(name)(DatasetEntry(
+        name=name, loader=loader, description=f"{entry.description}; frozen features: {described}",
+        n_samples=entry.n_samples, modalities=f"{entry.modalities}; {described} -> (W,) vector",
+        task=entry.task, source=entry.source, licence=entry.licence))
+    return name
