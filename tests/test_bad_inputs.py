@@ -59,6 +59,10 @@ def inputs(tmp_path_factory) -> Path:
     (d / "notdb.sqlite").write_text("hello, not a database\n")
     (d / "notjson.json").write_text("{not json\n")
     (d / "a_file").write_text("x")
+    (d / "photos").mkdir()  # a table folder whose row 1 names an image file that is not there
+    (d / "photos" / "rows.csv").write_text("image,x,y\n,1.0,0\nimg/1.png,2.0,1\n,3.0,1\n")
+    (d / "photos" / "dataset.yaml").write_text("table: rows.csv\nmodalities:\n  photo: {kind: image, column: image, "
+                                               "shape: [3, 8, 8]}\n  x: [x]\nlabel: y\n")
     return d
 
 
@@ -151,6 +155,10 @@ CLI_CASES = [
     ("npz-unequal-length", ["run", "--data-file", "{d}/unequal.npz"], "'a' has 10, 'b' has 8"),
     ("npz-2d-label", ["run", "--data-file", "{d}/label2d.npz"], "labels must be one per row"),
     ("folder-named-csv", ["run", "--data-file", "{d}/x.csv", "--label", "y"], "x.csv: is a folder"),
+    ("data-dir-missing", ["run", "--data-dir", "{d}/nosuch", "--method", "masked-mean"], "nosuch' does not exist"),
+    ("data-dir-not-a-dataset", ["run", "--data-dir", "{d}/x.csv"], "neither a memory-mapped dataset"),
+    ("data-dir-absent-image", ["run", "--data-dir", "{d}/photos"], "row 1: modality 'photo' names image file"),
+    ("bench-data-dir-missing", ["bench", "{d}/spec.yaml", "--data-dir", "{d}/nosuch"], "nosuch' does not exist"),
     ("mapping-names-itself", ["run", "--data-file", "{d}/self.yaml"], "names another mapping file"),
     ("mapping-alias", ["run", "--data-file", "{d}/alias.yaml"], "YAML anchor &p refused"),
     ("mapping-binary", ["run", "--data-file", "{d}/bin.yaml"], "bin.yaml: not a text data mapping file"),

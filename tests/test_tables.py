@@ -193,6 +193,17 @@ def test_arrow_file_is_memory_mapped_and_reads_the_same(parquet, tmp_path):
         assert torch.equal(a.__getitems__([7, 300, 8]).inputs[name], b.__getitems__([7, 300, 8]).inputs[name])
 
 
+def test_parquet_converts_to_a_memory_mapped_folder(parquet, tmp_path):
+    from mlmm.data import open_memmap_dataset, save_memmap_dataset
+
+    data = _open_parquet(parquet[0])
+    copy = open_memmap_dataset(save_memmap_dataset(data, tmp_path / "mm", chunk_rows=128))
+    assert torch.equal(copy.mask, data.mask) and torch.equal(copy.target, data.target)
+    rows = [0, 5, 499, 250]
+    for name in ("emb", "x"):
+        assert torch.equal(copy.__getitems__(rows).inputs[name], data.__getitems__(rows).inputs[name])
+
+
 def test_list_cell_of_the_wrong_length_names_row_and_shape(tmp_path):
     table = pa.table({"emb": pa.array([[1.0, 2.0], [1.0, 2.0, 3.0]]), "y": [0, 1]})
     pq.write_table(table, tmp_path / "bad.parquet")

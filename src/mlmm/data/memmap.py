@@ -386,8 +386,9 @@ def _write_meta(folder: Path, spec: DatasetSpec, class_names) -> None:
 
 def save_memmap_dataset(data: MultimodalDataset | MemmapDataset, folder: str | Path,
                         chunk_rows: int = 8192) -> Path:
-    """Write ``data`` (its mask, labels and splits; rows in order) to ``folder`` in the layout above,
-    ``chunk_rows`` rows at a time, and return the folder. Open it with ``open_memmap_dataset``."""
+    """Write ``data`` (its mask, labels and splits; rows in order; in memory, or streamed such as a Parquet
+    ``mlmm.data.TableDataset``) to ``folder`` in the layout above, ``chunk_rows`` rows at a time, and
+    return the folder. Open it with ``open_memmap_dataset``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     spec, n = data.spec, len(data)
@@ -396,13 +397,14 @@ def save_memmap_dataset(data: MultimodalDataset | MemmapDataset, folder: str | P
     if getattr(data, "time_mask", None) is not None:
         raise ValueError("save_memmap_dataset: time masks are not stored (not supported yet)")
     outs = {}
+    first = None if isinstance(data, MultimodalDataset) else data.__getitems__([0]).inputs  # any streamed dataset
     for m in spec.modalities:
-        dtype = np.asarray(data.inputs[m.name][:1]).dtype
+        dtype = np.asarray(data.inputs[m.name][:1]).dtype if first is None else first[m.name].numpy().dtype
         dtype = np.int64 if m.kind == "text" else np.uint8 if dtype == np.uint8 and m.kind == "image" else np.float32
         outs[m.name] = np.lib.format.open_memmap(folder / f"{m.name}.npy", mode="w+", dtype=dtype,
                                                  shape=(n, *m.shape))
     for start in range(0, n, chunk_rows):
-        batch = data.__getitems__(range(start, min(n, start + chunk_rows))) if isinstance(data, MemmapDataset) \
+        batch = data.__getitems__(range(start, min(n, start + chunk_rows))) if first is not None \
             else data.as_batch().select(slice(start, start + chunk_rows))
         for name, out in outs.items():
             out[start:start + batch.size] = batch.inputs[name].numpy()
