@@ -135,6 +135,34 @@ def test_memory_mapped_data_reads_the_cached_features_memory_mapped(tmp_path):
     assert mm.split("test").__getitems__([0]).inputs["image"].shape == (1, 5)
 
 
+def test_a_users_torch_dataset_streams_through_the_cache(tmp_path):
+    from mlmm.data.adapter import adapt_dataset
+    from mlmm.data.frozen_features import FeatureRows
+
+    data = make_data()
+
+    class Samples(torch.utils.data.Dataset):  # the user's own Dataset: dicts, None where absent
+        def __len__(self):
+            return N
+
+        def __getitem__(self, i):
+            # floats in [0, 1] (the adapter keeps a uint8 image's 0..255 as float32 values)
+            image = data.inputs["image"][i].float() / 255 if data.mask[i, 0] else None
+            return {"image": image, "v": data.inputs["v"][i], "target": int(data.target[i])}
+
+    streamed = adapt_dataset(Samples(), data.spec, splits=data.splits)
+    backbone, cache = Counting(), FeatureCache(tmp_path)
+    feats = frozen_features(streamed, {"image": backbone}, cache, batch_size=16)
+    assert isinstance(feats, FeatureRows) and backbone.seen == 30
+    ref = frozen_features(data, {"image": Counting()}, None)
+    batch = feats.split("test").__getitems__(np.arange(8))
+    ref_batch = ref.split("test").as_batch()
+    assert torch.allclose(batch.inputs["image"], ref_batch.inputs["image"], atol=1e-6)
+    assert torch.equal(batch.inputs["v"], ref_batch.inputs["v"]) and torch.equal(batch.mask, ref_batch.mask)
+    frozen_features(adapt_dataset(Samples(), data.spec), {"image": backbone}, cache, batch_size=16)
+    assert backbone.seen == 30 and cache.stats["hits"] == 1  # values read again to hash them, backbone not run
+
+
 def test_bad_backbones_and_modalities_are_clear_errors(tmp_path):
     data = make_data()
     with pytest.raises(ValueError, match="backbone for unknown modality 'text'"):

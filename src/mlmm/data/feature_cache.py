@@ -46,8 +46,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FORMAT_VERSION", "CorruptCacheEntry", "FeatureCache", "FeatureWriter", "backbone_digest", "input_digest",
-           "row_chunks", "rows_per_chunk"]
+__all__ = ["FORMAT_VERSION", "CorruptCacheEntry", "FeatureCache", "FeatureWriter", "ArrayRows", "backbone_digest",
+           "input_digest", "row_chunks"]
 
 #: Bumped when the key or the entry layout changes (old entries are then never read).
 FORMAT_VERSION = 1
@@ -98,23 +98,34 @@ def row_chunks(values: np.ndarray, size: int) -> Iterator[tuple[int, np.ndarray]
         yield start, np.ascontiguousarray(values[start:start + size])
 
 
-def rows_per_chunk(values: np.ndarray) -> int:
-    """Rows of ``values`` in about ``CHUNK_BYTES`` (at least 1)."""
-    row_bytes = max(values.itemsize * int(np.prod(values.shape[1:], dtype=np.int64)), 1)
-    return max(CHUNK_BYTES // row_bytes, 1)
+class ArrayRows:
+    """The rows of an (N, *shape) array (in memory or a memmap), read in chunks: what ``input_digest`` and
+    the feature computation read. Streamed datasets provide the same three members (``shape``,
+    ``row_bytes``, ``chunks``)."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+        self.shape = tuple(values.shape)
+        self.row_bytes = max(values.itemsize * int(np.prod(values.shape[1:], dtype=np.int64)), 1)
+
+    def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(start, (b, *shape) array) for consecutive blocks of ``size`` rows."""
+        return row_chunks(self.values, size)
 
 
-def input_digest(values: np.ndarray, present: np.ndarray) -> str:
-    """sha256 (hex) of a modality's inputs: dtype, shape, the (N,) presence vector and the bytes of
-    every row (absent rows included: they are stored as zeros), read in chunks of ``CHUNK_BYTES``."""
+def input_digest(values: np.ndarray | ArrayRows, present: np.ndarray) -> str:
+    """sha256 (hex) of a modality's inputs: their shape, the (N,) presence vector and the dtype and bytes
+    of every row (absent rows included: they are stored as zeros), read in chunks of ``CHUNK_BYTES``."""
+    rows = values if not isinstance(values, np.ndarray) else ArrayRows(values)
     present = np.asarray(present, dtype=bool)
-    if present.shape != (len(values),):
-        raise ValueError(f"presence vector of shape {present.shape} for {len(values)} input rows")
+    if present.shape != (rows.shape[0],):
+        raise ValueError(f"presence vector of shape {present.shape} for {rows.shape[0]} input rows")
     h = hashlib.sha256()
-    h.update(f"{np.dtype(values.dtype).str}|{tuple(values.shape)}".encode())
+    h.update(f"{rows.shape}".encode())
     h.update(np.packbits(present).tobytes())
-    for _, chunk in row_chunks(values, rows_per_chunk(values)):
-        h.update(chunk.tobytes())
+    for _, chunk in rows.chunks(max(CHUNK_BYTES // rows.row_bytes, 1)):
+        h.update(np.dtype(chunk.dtype).str.encode())
+        h.update(np.ascontiguousarray(chunk).tobytes())
     return h.hexdigest()
 
 

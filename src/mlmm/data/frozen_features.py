@@ -36,11 +36,12 @@ from torch import nn
 
 from .base import MultimodalDataset
 from .batch import float_values
-from .feature_cache import FeatureCache, FeatureWriter, backbone_digest, input_digest, row_chunks, rows_per_chunk
+from .feature_cache import CHUNK_BYTES, ArrayRows, FeatureCache, FeatureWriter, backbone_digest, input_digest
 from .memmap import MemmapDataset
+from .rows import RowDataset
 from .spec import DatasetSpec, ModalitySpec
 
-__all__ = ["CACHE_ENV", "frozen_features", "register_frozen_dataset", "resolve_frozen_backbone"]
+__all__ = ["CACHE_ENV", "FeatureRows", "frozen_features", "register_frozen_dataset", "resolve_frozen_backbone"]
 
 #: Environment variable naming the feature cache directory used when a caller passes no cache.
 CACHE_ENV = "MLMM_FEATURE_CACHE"
@@ -70,12 +71,12 @@ def _model_input(values: np.ndarray, kind: str) -> torch.Tensor:
     return float_values(x) if x.dtype == torch.uint8 else x.to(torch.float32)
 
 
-def _compute(module: nn.Module, values: np.ndarray, present: np.ndarray, spec: ModalitySpec, batch_size: int,
+def _compute(module: nn.Module, values: ArrayRows, present: np.ndarray, spec: ModalitySpec, batch_size: int,
              device: torch.device, writer: FeatureWriter) -> int:
     """Run ``module`` over the present rows of ``values`` (read in chunks), writing (b, W) blocks; returns W."""
     width = None
     with torch.no_grad(), torch.random.fork_rng(devices=[]):  # a frozen backbone must not move the caller's RNG
-        for start, chunk in row_chunks(values, max(rows_per_chunk(values), batch_size)):
+        for start, chunk in values.chunks(max(CHUNK_BYTES // values.row_bytes, batch_size)):
             keep = np.flatnonzero(present[start:start + len(chunk)])
             for b in range(0, len(keep), batch_size):
                 local = keep[b:b + batch_size]
@@ -99,11 +100,13 @@ def _compute(module: nn.Module, values: np.ndarray, present: np.ndarray, spec: M
     return width
 
 
-def modality_features(module: nn.Module, values: np.ndarray, present: np.ndarray, spec: ModalitySpec,
+def modality_features(module: nn.Module, values: np.ndarray | ArrayRows, present: np.ndarray, spec: ModalitySpec,
                       cache: FeatureCache | None, *, batch_size: int = 256, name: str | None = None) -> np.ndarray:
-    """(N, W) float32 features of ``module`` for the rows of ``values`` (N, *spec.shape) where
-    ``present`` (N,) holds (zeros elsewhere): from ``cache`` when it holds them, else computed
-    (and stored there). Without a cache, computed in memory."""
+    """(N, W) float32 features of ``module`` for the rows of ``values`` (N, *spec.shape; an array or
+    ``ArrayRows``-like chunked rows) where ``present`` (N,) holds (zeros elsewhere): from ``cache`` when
+    it holds them, else computed (and stored there). Without a cache, computed in memory."""
+    if isinstance(values, np.ndarray):
+        values = ArrayRows(values)
     if tuple(values.shape[1:]) != tuple(spec.shape):
         raise ValueError(f"modality {spec.name!r}: values of shape {tuple(values.shape)}, spec says "
                          f"(N, {', '.join(map(str, spec.shape))})")
@@ -114,16 +117,56 @@ def modality_features(module: nn.Module, values: np.ndarray, present: np.ndarray
     module.eval()
     try:
         if cache is None:
-            writer = FeatureWriter(None, len(values))
+            writer = FeatureWriter(None, values.shape[0])
             return writer.close(_compute(module, values, present, spec, batch_size, device, writer))
         backbone = backbone_digest(module, config)
         key = FeatureCache.key(backbone, input_digest(values, present), spec.kind)
         meta: dict[str, Any] = {"backbone": name or type(module).__name__, "backbone_sha256": backbone,
                                 "preprocessing": config, "modality": spec.to_dict(), "n_present": int(present.sum())}
-        return cache.get_or_compute(
-            key, len(values), lambda writer: _compute(module, values, present, spec, batch_size, device, writer), meta)
+        def compute(writer: FeatureWriter) -> int:
+            return _compute(module, values, present, spec, batch_size, device, writer)
+
+        return cache.get_or_compute(key, values.shape[0], compute, meta)
     finally:
         module.train(was_training)
+
+
+class _ViewRows:
+    """One modality of a streamed dataset (``RowDataset``: tables, folders of files, adapted torch
+    Datasets), read batch by batch with only that modality asked for (the others are not read)."""
+
+    def __init__(self, data: RowDataset, j: int) -> None:
+        m = data.spec.modalities[j]
+        only = torch.zeros_like(data.mask)
+        only[:, j] = data.mask[:, j]
+        self.data, self.name = data.with_mask(only), m.name
+        self.shape = (len(data), *m.shape)
+        self.row_bytes = m.size * (8 if m.kind == "text" else 4)
+
+    def chunks(self, size: int):
+        for start in range(0, self.shape[0], size):
+            batch = self.data.__getitems__(np.arange(start, min(start + size, self.shape[0])))
+            yield start, batch.inputs[self.name].numpy()
+
+
+class FeatureRows(RowDataset):
+    """A streamed dataset ``base`` (n rows) whose modalities in ``features`` (name -> (n, W) array, in
+    memory or memory-mapped) are read from those arrays, the others from ``base`` as before."""
+
+    def __init__(self, spec: DatasetSpec, base: RowDataset, features: Mapping[str, np.ndarray]) -> None:
+        super().__init__(spec, base.target, base.mask, len(base), splits=base.splits, class_names=base.class_names,
+                         groups=base.groups, source=base.source)
+        self.base, self.features = base, dict(features)
+        self._keep = torch.tensor([m.name not in self.features for m in spec.modalities])
+
+    def _read(self, rows: np.ndarray, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.base._read(self.base.rows[rows], mask & self._keep) if bool(self._keep.any()) else {}
+        for name, array in self.features.items():  # a copy of the rows (the base writes zeros into it)
+            out[name] = torch.from_numpy(np.asarray(array[np.asarray(rows)], dtype=np.float32))
+        return out
+
+    def row_bytes(self) -> int:
+        return sum(m.size * (8 if m.kind == "text" else 4) for m in self.spec.modalities)
 
 
 def _feature_spec(spec: DatasetSpec, widths: Mapping[str, int]) -> DatasetSpec:
@@ -143,7 +186,11 @@ def frozen_features(data: MultimodalDataset | MemmapDataset, backbones: Mapping[
     sets it, so pool workers of a grid share one cache), else the features are computed in memory, every call.
     An in-memory dataset gets the features in memory; a memory-mapped one (``MemmapDataset``) reads them
     memory-mapped from the cache entry, batch by batch, like its other arrays (its whole arrays are
-    featurised, rows outside the view as absent, so call it on the opened dataset before taking subsets).
+    featurised, rows outside the view as absent, so call it on the opened dataset before taking subsets);
+    another streamed dataset (``RowDataset``: a table, a folder of files, an adapted torch Dataset) is read
+    batch by batch, the featurised modality alone, once to hash its values and once more to compute them
+    on a miss, and becomes a ``FeatureRows`` view that reads the features from the entry and the other
+    modalities from the original store.
     Run the backbone where its parameters are (move it to a GPU first to featurise there).
     """
     spec = data.spec
@@ -165,6 +212,8 @@ def frozen_features(data: MultimodalDataset | MemmapDataset, backbones: Mapping[
             values = data.arrays[name]
             present = np.zeros(len(values), dtype=bool)
             present[data.rows] = data.mask[:, j].numpy()
+        elif isinstance(data, RowDataset):
+            values, present = _ViewRows(data, j), data.mask[:, j].numpy()
         else:
             values = data.inputs[name].numpy()
             present = data.mask[:, j].numpy()
@@ -174,6 +223,8 @@ def frozen_features(data: MultimodalDataset | MemmapDataset, backbones: Mapping[
         arrays = {**data.arrays, **features}
         return MemmapDataset(new_spec, arrays, data.target, data.mask, rows=data.rows, splits=data.splits,
                              class_names=data.class_names, source=data.source)
+    if isinstance(data, RowDataset):
+        return FeatureRows(new_spec, data, features)
     inputs = {**data.inputs, **{k: torch.from_numpy(np.array(v)) for k, v in features.items()}}  # own copy
     time_mask = None if data.time_mask is None else {k: v for k, v in data.time_mask.items() if k not in features}
     return MultimodalDataset(new_spec, inputs, data.target, data.mask, splits=data.splits, _validated=True,
