@@ -147,8 +147,8 @@ def test_whole_split_methods_refuse_beyond_the_limit(pair, monkeypatch):
 
     data, mm = pair
     monkeypatch.setattr(memmap, "MATERIALISE_LIMIT_BYTES", 100)
-    method = build_method("mean-fill", mm.spec, seed=0)
-    with pytest.raises(MemoryError, match="method 'mean-fill': prepare needs the whole split"):
+    method = build_method("cpm-nets", mm.spec, seed=0)  # full batch, one latent per row: cannot stream
+    with pytest.raises(MemoryError, match="method 'cpm-nets': prepare needs the whole split"):
         Trainer(CFG).fit(method, mm.split("train"), mm.split("val"))
 
 

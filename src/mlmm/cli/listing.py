@@ -38,6 +38,8 @@ def cmd_listing(args: argparse.Namespace) -> None:
                  for kind, why in d["unsupported_kinds"].items()]
         notes += [f"{d['name']} keeps its own encoders for {'all' if kind == '*' else kind} modalities: {why}"
                   for d in infos for kind, why in d["fixed_encoders"].items()]
+        notes += [f"{d['name']} takes at most {d['split_row_limit']:,} rows of a streamed (memory-mapped) split: "
+                  f"{d['split_limit_reason']}" for d in infos if d["split_row_limit"] is not None]
     else:
         infos = protocol_infos()
         rows = [[d["name"], d["definition"]] for d in infos]

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..data.batch import Batch
+from ..data.passes import SplitPasses
 from ..data.preprocess import Standardizer
 from ..data.spec import DatasetSpec, ModalitySpec
 from ..methods.base import MissingModalityModel, Output, mask_column
@@ -55,11 +56,12 @@ class FillEarlyFusion(MissingModalityModel, abc.ABC):
             self.register_buffer(f"fill_{m.name}", torch.zeros(m.shape))
 
     @abc.abstractmethod
-    def fill_values(self, train: Batch, standardizer: Standardizer) -> dict[str, Tensor]:
-        """modality -> fill value of shape spec.shape, in the standardised space the model sees."""
+    def fill_values(self, split: SplitPasses, standardizer: Standardizer) -> dict[str, Tensor]:
+        """modality -> fill value of shape spec.shape, in the standardised space the model sees,
+        from passes over the standardised training ``split`` (PREPARES_BY_BATCH)."""
 
-    def prepare(self, train: Batch, standardizer: Standardizer) -> None:
-        for name, value in self.fill_values(train, standardizer).items():
+    def prepare_split(self, split: SplitPasses, standardizer: Standardizer) -> None:
+        for name, value in self.fill_values(split, standardizer).items():
             getattr(self, f"fill_{name}").copy_(value)
 
     def filled(self, batch: Batch) -> list[Tensor]:

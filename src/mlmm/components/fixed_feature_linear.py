@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.batch import Batch
+from ..data.passes import RunningMoments, SplitPasses
 from ..data.preprocess import Standardizer
 from ..data.spec import DatasetSpec, ModalitySpec
 from ..methods.base import MissingModalityModel, Output, mask_column
@@ -75,17 +76,22 @@ class FixedFeatureLinear(MissingModalityModel, abc.ABC):
         x = batch.inputs[self.spec.modalities[j].name]
         return torch.where(mask_column(batch.mask, j, x.dim()), x, torch.zeros((), dtype=x.dtype, device=x.device))
 
-    def prepare(self, train: Batch, standardizer: Standardizer) -> None:
-        """Feature means and standard deviations over the training rows that hold each modality."""
+    def prepare_split(self, split: SplitPasses, standardizer: Standardizer) -> None:
+        """Feature means and standard deviations over the training rows that hold each modality,
+        accumulated over one streamed pass (features are per-row, so chunks merge exactly)."""
+        moments = [RunningMoments() for _ in range(self.spec.n_modalities)]
         with torch.no_grad():
-            for j in range(self.spec.n_modalities):
-                rows = train.mask[:, j]
-                if int(rows.sum()) == 0:
+            for batch in split.batches():
+                for j in range(self.spec.n_modalities):
+                    rows = batch.mask[:, j]
+                    if bool(rows.any()):
+                        moments[j].update(self.raw_features(j, self._present(batch, j)[rows]))
+            for j, acc in enumerate(moments):
+                if acc.count == 0:
                     continue
-                f = self.raw_features(j, self._present(train, j)[rows])
                 mean = getattr(self, f"feat_mean{j}")
-                std = f.std(dim=0, unbiased=False) if f.shape[0] > 1 else torch.ones_like(mean)
-                setattr(self, f"feat_mean{j}", f.mean(dim=0).to(mean.dtype))
+                std = acc.std(mean.dtype) if acc.count > 1 else torch.ones_like(mean)
+                setattr(self, f"feat_mean{j}", acc.mean(mean.dtype))
                 # A constant feature (std 0) is centred but not scaled.
                 setattr(self, f"feat_std{j}", torch.where(std > 1e-6, std, torch.ones_like(std)).to(mean.dtype))
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.batch import Batch
+from ..data.passes import SplitPasses, present_means
 from ..data.preprocess import Standardizer
 from ..data.spec import DatasetSpec, ModalitySpec
 from ..methods.base import MissingModalityModel, Output, mask_column
@@ -131,12 +132,12 @@ class GeneratedFillModel(MissingModalityModel, abc.ABC):
 
     # ------------------------------------------------------------ contract
 
-    def prepare(self, train: Batch, standardizer: Standardizer) -> None:
-        """Training mean of every modality over the rows holding it: the ``plain_fill`` value."""
-        for j, m in enumerate(self.spec.modalities):
-            present = train.inputs[m.name][train.mask[:, j]]
-            value = present.mean(dim=0) if present.shape[0] else torch.zeros(m.shape)
-            getattr(self, f"fill_{m.name}").copy_(value)
+    def prepare_split(self, split: SplitPasses, standardizer: Standardizer) -> None:
+        """Training mean of every modality over the rows holding it (one streamed pass): the ``plain_fill`` value."""
+        means = present_means(split, list(self.spec.modality_names))
+        for m in self.spec.modalities:
+            value = means[m.name]
+            getattr(self, f"fill_{m.name}").copy_(torch.zeros(m.shape) if value is None else value)
 
     def plain_fill_value(self, name: str) -> Tensor:
         """The training mean of the modality (set by ``prepare``), what ``plain_fill`` puts in place."""

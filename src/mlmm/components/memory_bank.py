@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.batch import Batch
+from ..data.passes import SplitPasses
 from ..methods.base import mask_column
 from .row_lookup import resize_to_saved
 
@@ -21,7 +22,8 @@ _BANK_BUFFERS = ("bank_mask", "bank_class", "bank_rows")
 
 
 class TrainingBankMixin:
-    """Call ``init_bank(bank_size, bank_seed)`` in ``__init__`` and ``fill_bank(train)`` in ``prepare``."""
+    """Call ``init_bank(bank_size, bank_seed)`` in ``__init__`` and ``fill_bank(split)`` in ``prepare_split``
+    (the bank's rows are chosen from the mask and read by index: a streamed split of any size works)."""
 
     def init_bank(self, bank_size: int, bank_seed: int) -> None:
         if bank_size < 1:
@@ -39,21 +41,27 @@ class TrainingBankMixin:
         """[bank_x0, bank_x1, ...]: (N, *shape_j) standardised inputs, zeros where a row lacks j."""
         return [getattr(self, f"bank_x{j}") for j in range(self.spec.n_modalities)]
 
-    def fill_bank(self, train: Batch) -> None:
-        """Store a seeded subsample (<= ``bank_size`` rows, sorted) of the standardised training set."""
-        device = train.mask.device
-        rows = torch.nonzero(train.mask.any(dim=1)).flatten().cpu()
+    def fill_bank(self, split: SplitPasses | Batch) -> None:
+        """Store a seeded subsample (<= ``bank_size`` rows, sorted) of the standardised training set.
+
+        The rows are drawn from the availability mask alone (rows holding any modality, then
+        ``bank_size`` of them by ``bank_seed``), and only those rows are read (``split.rows``)."""
+        if isinstance(split, Batch):
+            split = SplitPasses.of_batch(split)
+        rows = torch.nonzero(split.mask.any(dim=1)).flatten().cpu()
         if rows.numel() > self.bank_size:
             g = torch.Generator().manual_seed(self.bank_seed)
             rows = rows[torch.randperm(rows.numel(), generator=g)[: self.bank_size]].sort().values
+        train = split.rows(rows)
+        device = train.mask.device
         rows = rows.to(device)
-        mask = train.mask[rows]
+        mask = train.mask
         for j, m in enumerate(self.spec.modalities):
-            x = train.inputs[m.name][rows].detach()
+            x = train.inputs[m.name].detach()
             x = torch.where(mask_column(mask, j, x.dim()), x, torch.zeros((), dtype=x.dtype, device=x.device))
             setattr(self, f"bank_x{j}", x.to(getattr(self, f"bank_x{j}").dtype).clone())
         if self.spec.task.kind == "classification" and train.target is not None:
-            self.bank_class = train.target[rows].to(torch.long).clone()
+            self.bank_class = train.target.to(torch.long).clone()
         else:
             self.bank_class = torch.zeros(rows.numel(), dtype=torch.long, device=device)
         self.bank_mask = mask.clone()

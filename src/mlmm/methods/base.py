@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.batch import Batch
+from ..data.passes import SplitPasses
 from ..data.preprocess import Standardizer
 from ..data.spec import MODALITY_KINDS, TASK_KINDS, DatasetSpec
 
@@ -72,6 +73,12 @@ class Capability(str, enum.Enum):
     STREAMING = "streaming"
     #: Training data must be complete; the training loop refuses incomplete samples.
     NEEDS_COMPLETE_TRAIN = "needs-complete-train"
+    #: ``prepare_split(split, standardizer)`` computes ``prepare``'s result in passes over
+    #: batches (``SplitPasses``: running statistics, counts from the mask, bank rows read by
+    #: index), so it runs on a split of any size with memory bounded by the batch.
+    PREPARES_BY_BATCH = "prepares-by-batch"
+    #: ``calibrate_split(split)`` computes ``calibrate``'s result in passes over batches (tallies).
+    CALIBRATES_BY_BATCH = "calibrates-by-batch"
 
     def __str__(self) -> str:
         return self.value
@@ -110,6 +117,12 @@ class MethodInfo:
     fixed_encoders: Mapping[str, str] = field(default_factory=dict)
     #: Why this method cannot take a user head (None: ``head=`` replaces its fused head).
     fixed_head: str | None = None
+    #: For a method with a whole-split step that needs the split in memory at once (a ``prepare``
+    #: or ``calibrate`` not declared ``*_BY_BATCH``, a full-batch stage): the most rows of a
+    #: streamed (e.g. memory-mapped) split it takes, and why (``split_limit_reason``). Streamed
+    #: training refuses a longer split with an error naming the method and this limit.
+    split_row_limit: int | None = None
+    split_limit_reason: str | None = None
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:
@@ -137,6 +150,13 @@ class MethodInfo:
             if flag:
                 caps |= {cap}
         object.__setattr__(self, "capabilities", caps)
+        if (self.split_row_limit is None) != (self.split_limit_reason is None) or (
+                self.split_row_limit is not None and self.split_row_limit < 1):
+            raise ValueError("split_row_limit (>= 1) and split_limit_reason are given together or not at all")
+        for by_batch, cap in ((Capability.PREPARES_BY_BATCH, Capability.PREPARES),
+                              (Capability.CALIBRATES_BY_BATCH, Capability.CALIBRATES)):
+            if by_batch in caps and cap not in caps:
+                raise ValueError(f"capability {by_batch.value!r} needs {cap.value!r}")
         if self.recovers_missing and self.recovery_space is None:
             raise ValueError("a method that recovers missing modalities must say where: recovery_space "
                              "'input' or 'embedding'")
@@ -169,6 +189,8 @@ class MethodInfo:
             "capabilities": sorted(c.value for c in self.capabilities),
             "fixed_encoders": dict(self.fixed_encoders),
             "fixed_head": self.fixed_head,
+            "split_row_limit": self.split_row_limit,
+            "split_limit_reason": self.split_limit_reason,
         }
 
 
@@ -270,12 +292,16 @@ class MissingModalityModel(nn.Module):
     (callers read ``method.capabilities``, never ``hasattr``); the hooks below are
     no-ops unless the method declares the capability:
     - ``prepare(train, standardizer)`` (PREPARES) sees the standardised training
-      set once before training, for fill values or memory banks.
+      set once before training, for fill values or memory banks. A method that can
+      compute it in passes over batches declares PREPARES_BY_BATCH and implements
+      ``prepare_split`` instead (``prepare`` then calls it), so streamed training runs
+      it on a split of any size; any other declares ``info.split_row_limit``.
     - ``stages()`` (MULTI_STAGE) lists training stages in order; the loop runs each
       with its own early stopping and calls ``set_stage`` before it.
     - ``calibrate(val)`` (CALIBRATES) sees the standardised validation split once,
       after the last stage (best state loaded), in eval mode without gradients:
-      for choices that need held-out data (e.g. a per-pattern router).
+      for choices that need held-out data (e.g. a per-pattern router); by batch:
+      CALIBRATES_BY_BATCH and ``calibrate_split``, as for ``prepare``.
     - ``after_step()`` (AFTER_STEP) runs after every optimiser step, e.g. to
       move an EMA teacher towards the weights just updated.
     - ``recover(batch)`` (RECOVERS; used by the recover-or-not diagnostics) returns
@@ -359,6 +385,14 @@ class MissingModalityModel(nn.Module):
         return capability in self.capabilities
 
     @property
+    def split_limit(self) -> tuple[int, str] | None:
+        """(rows, why): the declared most rows of a streamed split this method's whole-split steps
+        take (``info.split_row_limit``; wrappers report their members' smallest), or None."""
+        if self.info.split_row_limit is None:
+            return None
+        return self.info.split_row_limit, self.info.split_limit_reason
+
+    @property
     def recovery_space(self) -> str | None:
         """Where ``recover`` recovers: "input", "embedding", or None (``info.recovery_space``)."""
         return self.info.recovery_space
@@ -399,12 +433,30 @@ class MissingModalityModel(nn.Module):
         return self.recover(batch)
 
     def prepare(self, train: Batch, standardizer: Standardizer) -> None:
-        """Fit data-dependent buffers on the standardised training set (PREPARES). Default: nothing."""
+        """Fit data-dependent buffers on the standardised training set (PREPARES). Default:
+        ``prepare_split`` over ``train`` as one batch for a method that declares
+        PREPARES_BY_BATCH (its one implementation), else nothing."""
+        if self.has(Capability.PREPARES_BY_BATCH):
+            self.prepare_split(SplitPasses.of_batch(train), standardizer)
+
+    def prepare_split(self, split: SplitPasses, standardizer: Standardizer) -> None:
+        """``prepare`` computed in passes over ``split`` (PREPARES_BY_BATCH): the same buffers,
+        within float tolerance, whatever ``split.batch_rows`` is. Used by streamed training."""
+        raise TypeError(f"{type(self).__name__} does not prepare by batch (it does not declare "
+                        "Capability.PREPARES_BY_BATCH)")
 
     def calibrate(self, val: Batch) -> None:
         """Fit choices on the standardised validation split after training (CALIBRATES; called
         once by ``Trainer.fit``, in eval mode under ``torch.no_grad``). Must only write buffers,
-        so the result travels in ``state_dict``. Default: nothing."""
+        so the result travels in ``state_dict``. Default: ``calibrate_split`` over ``val`` as
+        one batch for a method that declares CALIBRATES_BY_BATCH, else nothing."""
+        if self.has(Capability.CALIBRATES_BY_BATCH):
+            self.calibrate_split(SplitPasses.of_batch(val))
+
+    def calibrate_split(self, split: SplitPasses) -> None:
+        """``calibrate`` computed in passes over ``split`` (CALIBRATES_BY_BATCH), same conditions."""
+        raise TypeError(f"{type(self).__name__} does not calibrate by batch (it does not declare "
+                        "Capability.CALIBRATES_BY_BATCH)")
 
     def stages(self) -> tuple[str, ...]:
         """Training stages in order (more than one: MULTI_STAGE)."""

@@ -55,7 +55,15 @@ from . import distributed
 from .config import OPTIMIZERS, TrainConfig
 from .fitted import FittedModel
 from .parts import PartSelection
-from .streamed import is_streamed, loader_options, needs_whole_split, stream_batches, streamed_validation, whole_split
+from .streamed import (
+    is_streamed,
+    loader_options,
+    needs_whole_split,
+    split_passes,
+    stream_batches,
+    streamed_validation,
+    whole_split,
+)
 
 
 class FitNeverImproved(MlmmWarning):
@@ -230,7 +238,10 @@ class FitSteps:
         if self.streamed:
             if distributed.is_distributed():
                 raise ValueError("streamed training (data not held in memory) does not run under torchrun yet")
-            if needs_whole_split(method, "prepare"):
+            if method.has(Capability.PREPARES_BY_BATCH):  # passes over batches, rows by index
+                with torch.no_grad():
+                    method.prepare_split(split_passes(train, standardizer, self.device), standardizer)
+            elif needs_whole_split(method, "prepare"):
                 # A declared limit: the method's prepare needs the whole standardised split at once.
                 whole = whole_split(train, method, "prepare")
                 with torch.no_grad():
@@ -467,7 +478,12 @@ class FitSteps:
         if self.has_val:
             with torch.no_grad():
                 val = self.val_batch
-                if val is None and needs_whole_split(self.method, "calibrate"):
+                if val is None and self.method.has(Capability.CALIBRATES_BY_BATCH):
+                    seen = self.model.seen_modalities.to(self.val_data.mask.device)
+                    mask = self.val_data.mask if self.model.use_unseen_modalities else self.val_data.mask & seen
+                    self.method.calibrate_split(split_passes(self.val_data, self._standardised_val, self.device,
+                                                             mask=mask))
+                elif val is None and needs_whole_split(self.method, "calibrate"):
                     val = self._standardised_val(whole_split(self.val_data, self.method, "calibrate"))
                 if val is not None and self.method.has(Capability.CALIBRATES):
                     self.method.calibrate(val)

@@ -9,10 +9,13 @@ when asked (``Trainer(streamed=True)``). Memory is bounded by the batch, not by 
   the streamed path see the same rows in the same order and draw the same modality dropout;
 - validation is one forward per batch, its loss and accuracy weighted by batch size.
 
-Whole-split steps have a declared limit: a method that overrides ``prepare`` (fill values, memory
-banks) or ``calibrate`` (the pattern router), or a full-batch stage, gets the whole split in memory
-only while it is at most ``mlmm.data.memmap.MATERIALISE_LIMIT_BYTES`` (1 GiB) of values; beyond it,
-training refuses with an error naming the method. A streamed ``prepare`` is future work.
+Whole-split steps stream where they can: a method that declares ``Capability.PREPARES_BY_BATCH``
+(fill values, feature statistics, pattern counts, memory banks) or ``CALIBRATES_BY_BATCH`` (the
+pattern router's and strongest-default's tallies) gets a ``SplitPasses`` over the standardised split
+(``split_passes``): passes of ``STREAM_BATCH_ROWS`` rows, or chosen rows read by index. Any other
+whole-split step (a ``prepare`` / ``calibrate`` without it, a full-batch stage) gets the whole split
+in memory, refused beyond the method's declared ``MethodInfo.split_row_limit`` or beyond
+``mlmm.data.memmap.MATERIALISE_LIMIT_BYTES`` (1 GiB) of values, with an error naming the method.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch.utils.data
 
 from ..data.base import MultimodalDataset
 from ..data.batch import Batch, collate
+from ..data.passes import SplitPasses
 from ..methods.base import Capability, MissingModalityModel
 from .config import TrainConfig
 
@@ -107,10 +111,38 @@ def needs_whole_split(method: MissingModalityModel, step: str) -> bool:
     return method.has(capability)
 
 
+def read_rows(data, index: torch.Tensor) -> Batch:
+    """Rows at positions ``index`` (K,) of a map-style dataset as one raw ``Batch`` (``__getitems__``
+    where the dataset has it, as a DataLoader reads, else one ``__getitem__`` per row)."""
+    positions = index.tolist()
+    getitems = getattr(data, "__getitems__", None)
+    return _collate_any(getitems(positions) if getitems is not None else [data[i] for i in positions])
+
+
+def split_passes(data, standardise: Callable[[Batch], Batch], device: torch.device,
+                 mask: torch.Tensor | None = None) -> SplitPasses:
+    """A ``SplitPasses`` over streamed ``data``: rows read on demand, ``standardise``d (raw ``Batch`` ->
+    standardised, on ``device``), ``STREAM_BATCH_ROWS`` per batch of a pass. ``mask``: the (N, M)
+    availability the method sees (default ``data.mask``; e.g. unseen modalities hidden)."""
+    def read(index: torch.Tensor) -> Batch:
+        return standardise(read_rows(data, index).to(device)).with_index(index.to(device))
+
+    mask = data.mask if mask is None else mask
+    target = None if data.target is None else data.target.to(device)
+    return SplitPasses(read, mask.to(device), target, STREAM_BATCH_ROWS)
+
+
 def whole_split(data, method: MissingModalityModel, what: str) -> Batch:
-    """The whole split as one raw ``Batch`` for ``what`` (e.g. "prepare") of ``method``; a dataset with an
-    ``as_batch`` limit (``MemmapDataset``) refuses beyond it, and the error names the method."""
-    name = getattr(method, "method_name", type(method).__name__)
+    """The whole split as one raw ``Batch`` for ``what`` (e.g. "prepare") of ``method``. Refused (MemoryError
+    naming the method) beyond the method's declared ``split_limit`` rows, or beyond a dataset's own
+    ``as_batch`` limit (``MemmapDataset``: ``MATERIALISE_LIMIT_BYTES``)."""
+    name = getattr(method, "method_name", None) or type(method).__name__
+    limit = method.split_limit
+    if limit is not None and len(data) > limit[0]:
+        raise MemoryError(f"method {name!r}: {what} needs the whole split in memory, and this split has {len(data)} "
+                          f"rows, above the method's declared limit of {limit[0]} rows for streamed data "
+                          f"(MethodInfo.split_row_limit: {limit[1]}); use a smaller training split, hold the data "
+                          "in memory, or choose a method that prepares by batch (mlmm methods)")
     try:
         return data.as_batch()
     except MemoryError as exc:

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from ...components.fusion_net import MaskedMeanNet
 from ...components.subpatterns import pattern_ids, resample_rows
 from ...data.batch import Batch
+from ...data.passes import SplitPasses
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ..base import Capability, MethodInfo, MissingModalityModel, Output
@@ -54,7 +55,7 @@ class PatternAdapters(MissingModalityModel):
         fusion="intermediate",
         recovers_missing=False,
         needs_complete_train=False,
-        capabilities=frozenset({Capability.PREPARES}),
+        capabilities=frozenset({Capability.PREPARES, Capability.PREPARES_BY_BATCH}),
         paper="Dedicated per-pattern parameters on a shared backbone (survey Sec. 4.2.1; cf. Lee et al., "
               "Multimodal prompting with missing modalities, CVPR 2023)",
         summary="masked-mean backbone + a residual bottleneck adapter per availability pattern "
@@ -78,10 +79,12 @@ class PatternAdapters(MissingModalityModel):
         table = torch.arange(1, n_slots + 1) if self.every_pattern else torch.full((n_slots,), -1)
         self.register_buffer("slot_pattern", table.to(torch.long))
 
-    def prepare(self, train: Batch, standardizer: Standardizer) -> None:
+    def prepare_split(self, split: SplitPasses, standardizer: Standardizer | None) -> None:
+        """The most frequent training patterns get the adapter slots: counted from the mask alone."""
         if self.every_pattern:
             return
-        ids, counts = torch.unique(pattern_ids(train.mask[train.mask.any(dim=1)]), return_counts=True)
+        mask = split.mask
+        ids, counts = torch.unique(pattern_ids(mask[mask.any(dim=1)]), return_counts=True)
         top = ids[torch.argsort(counts, descending=True, stable=True)][: len(self.adapters)]
         table = torch.full_like(self.slot_pattern, -1)
         table[: len(top)] = top.to(table.device)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ...components.factorised import FactorisedFusion
 from ...data.batch import Batch
+from ...data.passes import SplitPasses
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ..base import Capability, MethodInfo, MissingModalityModel, Output, StageControl
@@ -86,6 +87,10 @@ class DeepEnsemble(FactorisedFusion, MissingModalityModel):
         return self.members[0].capabilities
 
     @property
+    def split_limit(self) -> tuple[int, str] | None:
+        return self.members[0].split_limit
+
+    @property
     def recovery_space(self) -> str | None:
         return self.members[0].recovery_space
 
@@ -108,6 +113,10 @@ class DeepEnsemble(FactorisedFusion, MissingModalityModel):
     def prepare(self, train: Batch, standardizer: Standardizer) -> None:
         for m in self.members:
             m.prepare(train, standardizer)
+
+    def prepare_split(self, split: SplitPasses, standardizer: Standardizer) -> None:
+        for m in self.members:
+            m.prepare_split(split, standardizer)
 
     def stages(self) -> tuple[str, ...]:
         return self.members[0].stages()
@@ -133,6 +142,10 @@ class DeepEnsemble(FactorisedFusion, MissingModalityModel):
     def calibrate(self, val: Batch) -> None:
         for m in self.members:
             m.calibrate(val)
+
+    def calibrate_split(self, split: SplitPasses) -> None:
+        for m in self.members:
+            m.calibrate_split(split)
 
     def recover(self, batch: Batch) -> dict[str, Tensor]:
         """Input space: the members' mean recovery; embedding space: their recoveries concatenated."""

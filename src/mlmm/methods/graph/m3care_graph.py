@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ...components.encoders import PerModalityEncoders
 from ...components.memory_bank import TrainingBankMixin
 from ...data.batch import Batch
+from ...data.passes import SplitPasses
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ..base import Capability, MethodInfo, MissingModalityModel, Output, mask_column
@@ -79,7 +80,7 @@ class M3CareGraph(TrainingBankMixin, MissingModalityModel):
         fusion="intermediate",
         recovers_missing=True,
         needs_complete_train=False,
-        capabilities=frozenset({Capability.PREPARES}),
+        capabilities=frozenset({Capability.PREPARES, Capability.PREPARES_BY_BATCH}),
         paper="Zhang et al., M3Care: Learning with Missing Modalities in Multimodal Healthcare Data, KDD 2022",
         summary="learned per-modality similarity kernels (MLP kernel mixed with the embedding kernel, "
                 "multi-bandwidth Gaussian) -> patient graph with a learned threshold -> two GCN layers per "
@@ -131,9 +132,9 @@ class M3CareGraph(TrainingBankMixin, MissingModalityModel):
 
     # ------------------------------------------------------------ memory rows
 
-    def prepare(self, train: Batch, standardizer: Standardizer) -> None:
+    def prepare_split(self, split: SplitPasses, standardizer: Standardizer) -> None:
         """Store a seeded subsample (<= ``bank_size`` rows) of the standardised training set as the memory."""
-        self.fill_bank(train)
+        self.fill_bank(split)
 
     def _bank_batch(self, rows: Tensor | None) -> Batch:
         xs, mask = self.bank_inputs(), self.bank_mask

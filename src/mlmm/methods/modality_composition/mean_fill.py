@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ...components.early_fill import EARLY_FILL_UNSUPPORTED, FillEarlyFusion
-from ...data.batch import Batch
+from ...data.passes import SplitPasses, present_means
 from ...data.preprocess import Standardizer
 from ..base import Capability, MethodInfo
 from ..registry import register_method
@@ -25,7 +25,7 @@ class MeanFill(FillEarlyFusion):
         fusion="early",
         recovers_missing=True,
         needs_complete_train=False,
-        capabilities=frozenset({Capability.PREPARES}),
+        capabilities=frozenset({Capability.PREPARES, Capability.PREPARES_BY_BATCH}),
         recovery_space="input",
         unsupported_kinds=EARLY_FILL_UNSUPPORTED,
         paper="Mean imputation (Zhang et al., survey Sec. 2.1.1; CPM-Nets' FeatConcat baseline)",
@@ -34,9 +34,8 @@ class MeanFill(FillEarlyFusion):
                              " so there is no per-modality encoder to replace"},
     )
 
-    def fill_values(self, train: Batch, standardizer: Standardizer) -> dict[str, Tensor]:
-        values = {}
-        for j, m in enumerate(self.spec.modalities):
-            present = train.inputs[m.name][train.mask[:, j]]
-            values[m.name] = present.mean(dim=0) if present.shape[0] else torch.zeros(m.shape, device=present.device)
-        return values
+    def fill_values(self, split: SplitPasses, standardizer: Standardizer) -> dict[str, Tensor]:
+        """Mean of each modality over the training rows holding it (one streamed pass; 0 if none)."""
+        means = present_means(split, list(self.spec.modality_names))
+        return {m.name: torch.zeros(m.shape) if means[m.name] is None else means[m.name]
+                for m in self.spec.modalities}

@@ -14,6 +14,7 @@ from torch import Tensor
 from ...components.early_fill import EARLY_FILL_UNSUPPORTED, FillEarlyFusion
 from ...components.memory_bank import TrainingBankMixin
 from ...data.batch import Batch
+from ...data.passes import SplitPasses, present_means
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ..base import Capability, MethodInfo, Output, mask_column
@@ -93,7 +94,7 @@ class RetrievalFill(TrainingBankMixin, FillEarlyFusion):
         recovers_missing=True,
         recovery_space="input",
         needs_complete_train=False,
-        capabilities=frozenset({Capability.PREPARES}),
+        capabilities=frozenset({Capability.PREPARES, Capability.PREPARES_BY_BATCH}),
         unsupported_kinds=EARLY_FILL_UNSUPPORTED,
         paper="Retrieval-based modality composition (survey Sec. 2.1.1): same-class training samples / "
               "k-nearest neighbours on the available modalities fill the missing modality",
@@ -116,18 +117,16 @@ class RetrievalFill(TrainingBankMixin, FillEarlyFusion):
 
     # ------------------------------------------------------------ bank
 
-    def fill_values(self, train: Batch, standardizer: Standardizer) -> dict[str, Tensor]:
+    def fill_values(self, split: SplitPasses, standardizer: Standardizer) -> dict[str, Tensor]:
         """The no-neighbour fallback: training mean over the rows holding m (as ``mean-fill``)."""
-        values = {}
-        for j, m in enumerate(self.spec.modalities):
-            present = train.inputs[m.name][train.mask[:, j]]
-            values[m.name] = present.mean(dim=0) if present.shape[0] else torch.zeros(m.shape)
-        return values
+        means = present_means(split, list(self.spec.modality_names))
+        return {m.name: torch.zeros(m.shape) if means[m.name] is None else means[m.name]
+                for m in self.spec.modalities}
 
-    def prepare(self, train: Batch, standardizer: Standardizer) -> None:
+    def prepare_split(self, split: SplitPasses, standardizer: Standardizer) -> None:
         """Mean fill values, and a seeded subsample (<= ``bank_size`` rows) of the training set as the bank."""
-        super().prepare(train, standardizer)
-        self.fill_bank(train)
+        super().prepare_split(split, standardizer)
+        self.fill_bank(split)
 
     # ------------------------------------------------------------ retrieval
 

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ...components.early_fill import EARLY_FILL_UNSUPPORTED, FillEarlyFusion
-from ...data.batch import Batch
+from ...data.passes import SplitPasses
 from ...data.preprocess import Standardizer
 from ..base import Capability, MethodInfo
 from ..registry import register_method
@@ -27,7 +27,7 @@ class ZeroFill(FillEarlyFusion):
         fusion="early",
         recovers_missing=True,
         needs_complete_train=False,
-        capabilities=frozenset({Capability.PREPARES}),
+        capabilities=frozenset({Capability.PREPARES, Capability.PREPARES_BY_BATCH}),
         recovery_space="input",
         unsupported_kinds=EARLY_FILL_UNSUPPORTED,
         paper="Zero imputation, the common baseline (e.g. Ma et al., SMIL, AAAI 2021; survey Sec. 2.1.1)",
@@ -36,8 +36,9 @@ class ZeroFill(FillEarlyFusion):
                              "concatenated, so there is no per-modality encoder to replace"},
     )
 
-    def fill_values(self, train: Batch, standardizer: Standardizer) -> dict[str, Tensor]:
+    def fill_values(self, split: SplitPasses, standardizer: Standardizer) -> dict[str, Tensor]:
+        """Raw zero in standardised units: from the standardiser alone (no row is read)."""
         return {
-            m.name: standardizer.transform_values(m.name, torch.zeros(1, *m.shape, device=train.mask.device))[0]
+            m.name: standardizer.transform_values(m.name, torch.zeros(1, *m.shape, device=split.mask.device))[0]
             for m in self.spec.modalities
         }

@@ -51,7 +51,7 @@ class IndividualGenerators(GeneratedFillModel):
         fusion="intermediate",
         recovers_missing=True,
         needs_complete_train=False,
-        capabilities=frozenset({Capability.PREPARES}),
+        capabilities=frozenset({Capability.PREPARES, Capability.PREPARES_BY_BATCH}),
         unsupported_kinds=INPUT_GENERATION_UNSUPPORTED,
         paper="Individual modality generation (survey Sec. 2.1.2; e.g. Tran et al., CVPR 2017; "
               "Cai et al., KDD 2018): one generator per target modality",

@@ -61,7 +61,7 @@ class MaskedAutoencoderFill(GeneratedFillModel):
         fusion="intermediate",
         recovers_missing=True,
         needs_complete_train=False,
-        capabilities=frozenset({Capability.PREPARES}),
+        capabilities=frozenset({Capability.PREPARES, Capability.PREPARES_BY_BATCH}),
         unsupported_kinds=INPUT_GENERATION_UNSUPPORTED,
         paper="Unified modality generation by a multimodal masked autoencoder (survey Sec. 2.1.2; MAE, He et "
               "al., CVPR 2022; modality-level masking as in M3AE, Geng et al., 2022 and ActionMAE, AAAI 2023)",

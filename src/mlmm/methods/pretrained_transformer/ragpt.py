@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from ...components.encoders import PerModalityEncoders
 from ...components.memory_bank import TrainingBankMixin
 from ...data.batch import Batch
+from ...data.passes import SplitPasses
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ..base import Capability, MethodInfo, MissingModalityModel, Output
@@ -91,7 +92,7 @@ class RAGPT(TrainingBankMixin, MissingModalityModel):
         recovers_missing=True,
         recovery_space="embedding",
         needs_complete_train=False,
-        capabilities=frozenset({Capability.PREPARES}),
+        capabilities=frozenset({Capability.PREPARES, Capability.PREPARES_BY_BATCH}),
         paper="RAGPT: Retrieval-AuGmented dynamic Prompt Tuning for Incomplete Multimodal Learning "
               "(Lang, Cheng, Zhong & Zhou, AAAI 2025); peer implementation in iMML",
         summary="top-K training neighbours per modality from a memory bank; missing token generated from the "
@@ -130,9 +131,9 @@ class RAGPT(TrainingBankMixin, MissingModalityModel):
             self.head = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.GELU(),
                                       nn.Linear(embed_dim, spec.task.output_dim))
 
-    def prepare(self, train: Batch, standardizer: Standardizer) -> None:
+    def prepare_split(self, split: SplitPasses, standardizer: Standardizer) -> None:
         """Store a seeded subsample (<= ``bank_size`` rows) of the standardised training set as the bank."""
-        self.fill_bank(train)
+        self.fill_bank(split)
 
     def bank_embeddings(self) -> Tensor:
         """(N, M, D) embeddings of the bank under the current encoders (eval mode, no grad, cached)."""

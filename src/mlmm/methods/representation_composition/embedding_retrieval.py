@@ -9,6 +9,7 @@ from ...components.encoders import PerModalityEncoders
 from ...components.memory_bank import TrainingBankMixin
 from ...components.pooling import masked_mean
 from ...data.batch import Batch
+from ...data.passes import SplitPasses
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ..base import Capability, MethodInfo, MissingModalityModel, Output
@@ -70,7 +71,7 @@ class EmbeddingRetrieval(TrainingBankMixin, MissingModalityModel):
         recovers_missing=True,
         recovery_space="embedding",
         needs_complete_train=False,
-        capabilities=frozenset({Capability.PREPARES}),
+        capabilities=frozenset({Capability.PREPARES, Capability.PREPARES_BY_BATCH}),
         paper="Feature-pool top-K cosine retrieval of missing representations (Zhi et al., 2024; "
               "Sun et al., 2024b; survey Sec. 3.2.2)",
         summary="per-modality encoders; missing z_m = mean of top-K neighbours' z_m from a training bank "
@@ -92,9 +93,9 @@ class EmbeddingRetrieval(TrainingBankMixin, MissingModalityModel):
 
     # ------------------------------------------------------------ bank
 
-    def prepare(self, train: Batch, standardizer: Standardizer) -> None:
+    def prepare_split(self, split: SplitPasses, standardizer: Standardizer) -> None:
         """Store a seeded subsample (<= ``bank_size`` rows) of the standardised training set as the bank."""
-        self.fill_bank(train)
+        self.fill_bank(split)
 
     def bank_embeddings(self) -> Tensor:
         """(N, M, D) embeddings of the bank under the current encoders (eval mode, no grad, cached)."""

@@ -36,7 +36,7 @@ class RocketLinear(FixedFeatureLinear):
         fusion="early",
         recovers_missing=False,
         needs_complete_train=False,
-        capabilities=frozenset({Capability.PREPARES}),
+        capabilities=frozenset({Capability.PREPARES, Capability.PREPARES_BY_BATCH}),
         unsupported_kinds=FIXED_FEATURE_UNSUPPORTED,
         paper="ROCKET / MiniRocket random convolutional kernels (Dempster et al., DMKD 2020; KDD 2021), "
               "own implementation, + linear model",

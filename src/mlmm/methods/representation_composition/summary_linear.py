@@ -30,7 +30,7 @@ class SummaryLinear(FixedFeatureLinear):
         fusion="early",
         recovers_missing=False,
         needs_complete_train=False,
-        capabilities=frozenset({Capability.PREPARES}),
+        capabilities=frozenset({Capability.PREPARES, Capability.PREPARES_BY_BATCH}),
         unsupported_kinds=FIXED_FEATURE_UNSUPPORTED,
         paper="Summary-statistic features + linear model, the feature-based time-series baseline "
               "(cf. catch22, Lubba et al., DMKD 2019; tsfresh, Christ et al., 2018)",

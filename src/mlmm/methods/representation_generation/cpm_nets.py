@@ -90,6 +90,10 @@ class CrossPartialMultiViewNets(MissingModalityModel):
                 "reconstruction objective, start and step count (decoders frozen); nearest class mean",
         fixed_encoders={"*": "CPM-Nets has no encoder: each sample's latent is fitted by reconstruction "
                              "through per-modality decoders, in input space"},
+        split_row_limit=100_000,
+        split_limit_reason="the official schedule is full batch (every step reads the whole training split at "
+                           "once) with one free latent per training row, and calibrate fits the whole validation "
+                           "split's latents together: the split must be in memory, not streamed",
     )
 
     #: The training latents and their labels are kept: prediction classifies a test latent by

@@ -12,6 +12,7 @@ from ...components.encoders import PerModalityEncoders
 from ...components.memory_bank import TrainingBankMixin
 from ...components.pooling import masked_mean
 from ...data.batch import Batch
+from ...data.passes import SplitPasses
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ...validation import COUNT, NONNEG, WIDTH
@@ -88,7 +89,7 @@ class SMIL(TrainingBankMixin, MissingModalityModel):
         recovers_missing=True,
         recovery_space="embedding",
         needs_complete_train=False,
-        capabilities=frozenset({Capability.PREPARES, Capability.MULTI_STAGE}),
+        capabilities=frozenset({Capability.PREPARES, Capability.PREPARES_BY_BATCH, Capability.MULTI_STAGE}),
         paper="SMIL: Multimodal Learning with Severely Missing Modality (Ma, Ren, Zhao, Tulyakov, Wu & Peng, "
               "AAAI 2021)",
         summary="missing embedding = softplus-weighted mix of K-means prototypes of that modality, weights from "
@@ -129,8 +130,8 @@ class SMIL(TrainingBankMixin, MissingModalityModel):
         # meta draws its own simulated-missing view (the paper's image-only meta-train batch)
         return StageControl(modality_dropout="off" if stage == "meta" else "inputs")
 
-    def prepare(self, train: Batch, standardizer: Standardizer) -> None:
-        self.fill_bank(train)
+    def prepare_split(self, split: SplitPasses, standardizer: Standardizer) -> None:
+        self.fill_bank(split)
 
     def set_stage(self, stage: str) -> None:
         super().set_stage(stage)

@@ -14,6 +14,7 @@ from ...components.llm_router import Router
 from ...components.pooling import masked_mean
 from ...components.row_lookup import resize_to_saved
 from ...data.batch import Batch
+from ...data.passes import SplitPasses
 from ...data.spec import DatasetSpec
 from ..base import Capability, MethodInfo, MissingModalityModel, Output
 from ..registry import register_method
@@ -75,7 +76,7 @@ class PatternRouter(MissingModalityModel):
         fusion="hybrid",
         recovers_missing=False,
         needs_complete_train=False,
-        capabilities=frozenset({Capability.CALIBRATES}),
+        capabilities=frozenset({Capability.CALIBRATES, Capability.CALIBRATES_BY_BATCH}),
         paper="Discrete scheduler (survey Sec. 4.2.3: Visual ChatGPT, Wu et al. 2023; HuggingGPT, Shen et al. "
               "2024) scaled down to a validation-scored router over trained experts, LLM router pluggable",
         summary="experts = masked-mean fusion, late ensemble, one per modality; per-pattern routing to the "
@@ -188,30 +189,50 @@ class PatternRouter(MissingModalityModel):
             })
         return out
 
-    def calibrate(self, val: Batch) -> None:
-        """Fill the routing table from the (standardised) validation split; see the class docstring."""
+    def _tallies(self, split: SplitPasses, patterns: list[Tensor]) -> dict[int, tuple[Tensor, Tensor]]:
+        """Pattern position -> (correct (E,), summed NLL (E,)) of every expert over the validation
+        samples holding the pattern, each seeing only the pattern, in one pass over ``split``."""
+        n_experts = len(self.expert_names)
+        out: dict[int, tuple[Tensor, Tensor]] = {}
+        for batch in split.batches():
+            z = self.encoders(batch)  # (B, M, D); per-modality encoders, so z_m does not depend on the pattern
+            for p, pattern in enumerate(patterns):
+                holders = (batch.mask | ~pattern).all(dim=1)  # samples holding every modality of the pattern
+                n = int(holders.sum())
+                if n == 0:
+                    continue
+                experts, _, _ = self.expert_log_probs(z[holders], pattern.expand(n, -1))  # (n, E, C)
+                target = batch.target[holders]
+                correct = (experts.argmax(dim=2) == target.unsqueeze(1)).sum(dim=0).double()  # (E,)
+                nll = -experts.gather(2, target.view(-1, 1, 1).expand(-1, n_experts, 1)).squeeze(2).double().sum(0)
+                done = out.get(p)
+                out[p] = (correct, nll) if done is None else (done[0] + correct, done[1] + nll)
+        return out
+
+    def calibrate_split(self, split: SplitPasses) -> None:
+        """Fill the routing table from the (standardised) validation split, one pass of per-pattern
+        tallies (counts from the mask; accuracy and NLL summed per expert); see the class docstring."""
         self.calibration = []
-        if val.target is None or val.size == 0:
-            self.route_codes = torch.zeros(0, dtype=torch.long, device=val.mask.device)
-            self.route_experts = torch.zeros(0, dtype=torch.long, device=val.mask.device)
+        device = split.mask.device
+        if split.target is None or split.size == 0:
+            self.route_codes = torch.zeros(0, dtype=torch.long, device=device)
+            self.route_experts = torch.zeros(0, dtype=torch.long, device=device)
             return
-        z = self.encoders(val)  # (N, M, D); per-modality encoders, so z_m does not depend on the pattern
+        pattern_tuples = self._patterns(split.mask)
+        patterns = [torch.tensor(t, dtype=torch.bool, device=device) for t in pattern_tuples]
+        counts = [int((split.mask | ~pattern).all(dim=1).sum()) for pattern in patterns]
+        scored = [p for p, count in enumerate(counts) if count >= self.min_count]
+        tallies = self._tallies(split, [patterns[p] for p in scored])
+        tallies = {scored[k]: value for k, value in tallies.items()}
         codes, chosen = [], []
-        for pattern_tuple in self._patterns(val.mask):
-            pattern = torch.tensor(pattern_tuple, dtype=torch.bool, device=val.mask.device)
-            holders = (val.mask | ~pattern).all(dim=1)  # samples holding every modality of the pattern
-            count = int(holders.sum())
+        for p, (pattern_tuple, pattern, count) in enumerate(zip(pattern_tuples, patterns, counts)):
             feasible = self.feasible(pattern.unsqueeze(0))[0]
             scores: list[dict | None] = [None] * len(self.expert_names)
-            if count >= self.min_count:
-                mask = pattern.expand(count, -1)
-                experts, _, _ = self.expert_log_probs(z[holders], mask)  # (n, E, C)
-                target = val.target[holders]
+            if p in tallies:
+                correct, nll_sum = tallies[p]
                 for e in range(len(self.expert_names)):
                     if feasible[e]:
-                        log_p = experts[:, e]
-                        accuracy = float((log_p.argmax(dim=1) == target).float().mean())
-                        nll = float(F.nll_loss(log_p, target))
+                        accuracy, nll = float(correct[e]) / count, float(nll_sum[e]) / count
                         scores[e] = {"accuracy": accuracy, "nll": nll, "count": count,
                                      "score": accuracy - 1e-3 * min(nll, 10.0)}
             ranked = [e for e in range(len(scores)) if scores[e] is not None]
@@ -235,7 +256,6 @@ class PatternRouter(MissingModalityModel):
                                      "choice": self.expert_names[choice], "source": source,
                                      "count": count, "experts": experts_view})
         order = sorted(range(len(codes)), key=codes.__getitem__)
-        device = val.mask.device
         self.route_codes = torch.tensor([codes[i] for i in order], dtype=torch.long, device=device)
         self.route_experts = torch.tensor([chosen[i] for i in order], dtype=torch.long, device=device)
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...data.batch import Batch
+from ...data.passes import SplitPasses
 from ...data.preprocess import Standardizer
 from ...data.spec import DatasetSpec
 from ...validation import STRING, SequenceOf
@@ -93,11 +94,23 @@ class StrongestDefault(MissingModalityModel):
 
     @property
     def capabilities(self) -> frozenset[Capability]:
-        """CALIBRATES (the choice), plus PREPARES / AFTER_STEP where a candidate has them (forwarded)."""
+        """CALIBRATES (the choice), plus PREPARES / AFTER_STEP where a candidate has them (forwarded);
+        PREPARES_BY_BATCH / CALIBRATES_BY_BATCH when every candidate with the step has it by batch
+        (the choice itself is scored by batch)."""
         caps = {Capability.CALIBRATES}
         for c in self.candidates:
             caps |= c.capabilities & {Capability.PREPARES, Capability.AFTER_STEP}
+        for step, by_batch in ((Capability.PREPARES, Capability.PREPARES_BY_BATCH),
+                               (Capability.CALIBRATES, Capability.CALIBRATES_BY_BATCH)):
+            if step in caps and all(c.has(by_batch) for c in self.candidates if c.has(step)):
+                caps.add(by_batch)
         return frozenset(caps)
+
+    @property
+    def split_limit(self) -> tuple[int, str] | None:
+        """The smallest of the candidates' declared split limits (None if none declares one)."""
+        limits = [c.split_limit for c in self.candidates if c.split_limit is not None]
+        return min(limits, key=lambda limit: limit[0]) if limits else None
 
     def stages(self) -> tuple[str, ...]:
         for name, c in zip(self.candidate_names, self.candidates):
@@ -109,6 +122,11 @@ class StrongestDefault(MissingModalityModel):
     def prepare(self, train: Batch, standardizer: Standardizer) -> None:
         for c in self.candidates:
             c.prepare(train, standardizer)
+
+    def prepare_split(self, split: SplitPasses, standardizer: Standardizer) -> None:
+        for c in self.candidates:
+            if c.has(Capability.PREPARES):
+                c.prepare_split(split, standardizer)
 
     def after_step(self) -> None:
         for c in self.candidates:
@@ -151,17 +169,42 @@ class StrongestDefault(MissingModalityModel):
         for c in self.candidates:
             c.eval()
             c.calibrate(val)
+        self._choose(SplitPasses.of_batch(val))
+
+    def calibrate_split(self, split: SplitPasses) -> None:
+        """``calibrate`` in passes: each candidate's own calibration by batch, then the scores."""
+        for c in self.candidates:
+            c.eval()
+            if c.has(Capability.CALIBRATES):
+                c.calibrate_split(split)
+        self._choose(split)
+
+    def _choose(self, split: SplitPasses) -> None:
+        """Score every (calibrated, eval-mode) candidate in one pass over ``split`` (summed hits and
+        losses, divided at the end) and keep the best in ``chosen``."""
+        classification = self.spec.task.kind == "classification"
+        hits = [0.0] * len(self.candidates)
+        losses = [0.0] * len(self.candidates)
+        n = 0
+        for batch in split.batches():
+            for k, c in enumerate(self.candidates):
+                logits = c(batch).logits
+                if classification:
+                    hits[k] += float((logits.argmax(dim=1) == batch.target).sum())
+                    losses[k] += float(F.cross_entropy(logits.double(), batch.target, reduction="sum"))
+                else:
+                    losses[k] += float(F.mse_loss(logits.reshape(batch.target.shape).double(),
+                                                  batch.target.double(), reduction="sum"))
+            n += batch.target.numel()
         self.scores = {}
         best, best_key = 0, None
-        for k, (name, c) in enumerate(zip(self.candidate_names, self.candidates)):
-            logits = c(val).logits
-            if self.spec.task.kind == "classification":
-                accuracy = float((logits.argmax(dim=1) == val.target).float().mean())
-                nll = float(F.cross_entropy(logits, val.target))
+        for k, name in enumerate(self.candidate_names):
+            if classification:
+                accuracy, nll = hits[k] / max(n, 1), losses[k] / max(n, 1)
                 self.scores[name] = {"accuracy": accuracy, "nll": nll}
                 key = (accuracy, -nll)
             else:
-                mse = float(F.mse_loss(logits.reshape(val.target.shape), val.target))
+                mse = losses[k] / max(n, 1)
                 self.scores[name] = {"mse": mse}
                 key = (-mse,)
             if best_key is None or key > best_key:
