@@ -57,6 +57,7 @@ from torch import Tensor, nn
 from ..components.factorised import FactorisedFusion
 from ..data.base import MultimodalDataset
 from ..data.batch import Batch
+from ..data.passes import SplitPasses
 from ..data.preprocess import Standardizer
 from ..data.spec import DatasetSpec, ModalitySpec, TaskSpec
 from ..methods.base import Capability, MethodInfo, MissingModalityModel, Output
@@ -851,6 +852,8 @@ def check_declared_capabilities(case: Case) -> None:
     - PREPARES / AFTER_STEP / CALIBRATES: declared => ``prepare`` / ``after_step`` /
       ``calibrate`` is implemented; not declared => calling it (on the training split; after
       the parameters moved; on the held-out split) leaves the method's state unchanged;
+    - PREPARES_BY_BATCH / CALIBRATES_BY_BATCH: declared => ``prepare_split`` / ``calibrate_split``
+      over passes of 3 rows leave the state the hook leaves on the whole split (float tolerance);
     - MULTI_STAGE: ``stages()`` has more than one stage <=> declared;
     - RECOVERS: declared => ``recovery_space`` is "input" or "embedding", and ``recover`` /
       ``recovery_target`` give every modality a finite (B, *shape) or (B, D) tensor, and
@@ -878,7 +881,8 @@ def check_declared_capabilities(case: Case) -> None:
     def hook_declared(cap: Capability, hook: str, changes: bool) -> None:
         """Declared => the hook is implemented (overridden); not declared => calling it changes nothing
         (a hook's effect may depend on the data, so a declared one need not change state here)."""
-        overridden = getattr(type(method), hook) is not getattr(MissingModalityModel, hook)
+        overridden = any(getattr(type(method), name) is not getattr(MissingModalityModel, name)
+                         for name in (hook, f"{hook}_split") if hasattr(MissingModalityModel, name))
         if cap in caps and not overridden:
             _fail(where, f"declares Capability.{cap.name}, but does not implement {hook}()")
         if changes and cap not in caps:
@@ -912,9 +916,55 @@ def check_declared_capabilities(case: Case) -> None:
         copy_.calibrate(case.val)
     hook_declared(Capability.CALIBRATES, "calibrate", bool(_changed(before, _state(copy_))))
 
+    _check_by_batch(case, where, caps)
     _check_recovery(case, where, caps)
     _check_factorised(case, where, caps)
     _check_streaming(case, where, caps)
+
+
+def _check_by_batch(case: Case, where: str, caps: frozenset) -> None:
+    """PREPARES_BY_BATCH / CALIBRATES_BY_BATCH: ``prepare_split`` / ``calibrate_split`` over passes of
+    3 rows leave the state ``prepare`` / ``calibrate`` leave on the whole split (within float tolerance)."""
+    for cap, hook in ((Capability.PREPARES_BY_BATCH, "prepare"), (Capability.CALIBRATES_BY_BATCH, "calibrate")):
+        if cap not in caps:
+            continue
+        whole, batched = (copy.deepcopy(case.fresh if hook == "prepare" else case.method) for _ in range(2))
+        if hook == "prepare":
+            with seeded(0):
+                whole.prepare(case.train, case.standardizer)
+            with seeded(0), torch.no_grad():
+                batched.prepare_split(SplitPasses.of_batch(case.train, batch_rows=3), case.standardizer)
+        else:
+            whole.eval()
+            batched.eval()
+            with torch.no_grad(), seeded(0):
+                whole.calibrate(case.val)
+                batched.calibrate_split(SplitPasses.of_batch(case.val, batch_rows=3))
+        differ = _differing(_state(whole), _state(batched))
+        if differ:
+            _fail(where, f"declares Capability.{cap.name}, but {hook}_split() over batches of 3 rows leaves other "
+                         f"state than {hook}() on the whole split: {', '.join(differ[:3])}")
+
+
+def _differing(a, b, where: str = "", rtol: float = 1e-4, atol: float = 1e-5) -> list[str]:
+    """Where nested state ``a`` and ``b`` differ: tensors and floats beyond tolerance, anything else unequal."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        if set(a) != set(b):
+            return [where or "keys"]
+        return [d for k in a for d in _differing(a[k], b[k], f"{where}.{k}" if where else str(k), rtol, atol)]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return [where]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differing(x, y, f"{where}[{i}]", rtol, atol)]
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return [where]
+        close = torch.allclose(a.double(), b.double(), rtol=rtol, atol=atol, equal_nan=True) \
+            if a.is_floating_point() else torch.equal(a, b)
+        return [] if close else [where]
+    if isinstance(a, float) and isinstance(b, float):
+        return [] if math.isclose(a, b, rel_tol=rtol, abs_tol=atol) or (a != a and b != b) else [where]
+    return [] if a == b else [where]
 
 
 def _check_recovery(case: Case, where: str, caps: frozenset) -> None:
