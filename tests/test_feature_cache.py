@@ -135,22 +135,27 @@ def test_memory_mapped_data_reads_the_cached_features_memory_mapped(tmp_path):
     assert mm.split("test").__getitems__([0]).inputs["image"].shape == (1, 5)
 
 
+class Samples(torch.utils.data.Dataset):
+    """A user's own Dataset over ``data``: dicts, None where a modality is absent."""
+
+    def __init__(self, data: MultimodalDataset) -> None:
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        d = self.data  # images as floats in [0, 1] (the adapter keeps a uint8 image's 0..255 as float32)
+        image = d.inputs["image"][i].float() / 255 if d.mask[i, 0] else None
+        return {"image": image, "v": d.inputs["v"][i], "target": int(d.target[i])}
+
+
 def test_a_users_torch_dataset_streams_through_the_cache(tmp_path):
     from mlmm.data.adapter import adapt_dataset
     from mlmm.data.frozen_features import FeatureRows
 
     data = make_data()
-
-    class Samples(torch.utils.data.Dataset):  # the user's own Dataset: dicts, None where absent
-        def __len__(self):
-            return N
-
-        def __getitem__(self, i):
-            # floats in [0, 1] (the adapter keeps a uint8 image's 0..255 as float32 values)
-            image = data.inputs["image"][i].float() / 255 if data.mask[i, 0] else None
-            return {"image": image, "v": data.inputs["v"][i], "target": int(data.target[i])}
-
-    streamed = adapt_dataset(Samples(), data.spec, splits=data.splits)
+    streamed = adapt_dataset(Samples(data), data.spec, splits=data.splits)
     backbone, cache = Counting(), FeatureCache(tmp_path)
     feats = frozen_features(streamed, {"image": backbone}, cache, batch_size=16)
     assert isinstance(feats, FeatureRows) and backbone.seen == 30
@@ -159,7 +164,12 @@ def test_a_users_torch_dataset_streams_through_the_cache(tmp_path):
     ref_batch = ref.split("test").as_batch()
     assert torch.allclose(batch.inputs["image"], ref_batch.inputs["image"], atol=1e-6)
     assert torch.equal(batch.inputs["v"], ref_batch.inputs["v"]) and torch.equal(batch.mask, ref_batch.mask)
-    frozen_features(adapt_dataset(Samples(), data.spec), {"image": backbone}, cache, batch_size=16)
+    import pickle
+
+    again = pickle.loads(pickle.dumps(feats))  # a DataLoader worker's copy: features by file reference
+    assert again.features["image"].filename == feats.features["image"].filename is not None
+    assert torch.equal(again.__getitems__([1, 2]).inputs["image"], feats.__getitems__([1, 2]).inputs["image"])
+    frozen_features(adapt_dataset(Samples(data), data.spec), {"image": backbone}, cache, batch_size=16)
     assert backbone.seen == 30 and cache.stats["hits"] == 1  # values read again to hash them, backbone not run
 
 

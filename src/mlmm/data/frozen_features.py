@@ -37,7 +37,7 @@ from torch import nn
 from .base import MultimodalDataset
 from .batch import float_values
 from .feature_cache import CHUNK_BYTES, ArrayRows, FeatureCache, FeatureWriter, backbone_digest, input_digest
-from .memmap import MemmapDataset
+from .memmap import MemmapDataset, _MappedFile
 from .rows import RowDataset
 from .spec import DatasetSpec, ModalitySpec
 
@@ -167,6 +167,16 @@ class FeatureRows(RowDataset):
 
     def row_bytes(self) -> int:
         return sum(m.size * (8 if m.kind == "text" else 4) for m in self.spec.modalities)
+
+    def __getstate__(self) -> dict:
+        """Pickled (a DataLoader worker) with memory-mapped features by file reference, never copied."""
+        state = dict(self.__dict__)
+        state["features"] = {k: _MappedFile.of(a) for k, a in self.features.items()}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["features"] = {k: a.open() if isinstance(a, _MappedFile) else a for k, a in state["features"].items()}
+        self.__dict__.update(state)
 
 
 def _feature_spec(spec: DatasetSpec, widths: Mapping[str, int]) -> DatasetSpec:
