@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     if getattr(args, "data_dir", None):  # a folder read batch by batch: named dir:<folder> for every process
         if args.dataset or args.data_file:
             raise UsageError("give one of --dataset, --data-file and --data-dir")
-        args.dataset = data_dir_name(args.data_dir)
+        args.dataset, args.data_dir = data_dir_name(args.data_dir), None  # (--distributed calls cmd_run again)
     options = {}
     if args.data_file:  # flags override the same keys of a mapping file; absent ones leave them
         options = {"modalities": parse_modality_flags(args.modality), "label": args.label,
