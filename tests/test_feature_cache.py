@@ -91,14 +91,37 @@ def test_an_interrupted_write_leaves_no_entry(tmp_path):
     data, cache = make_data(), FeatureCache(tmp_path)
     with pytest.raises(RuntimeError, match="killed"):
         frozen_features(data, {"image": Exploding()}, cache, batch_size=8)
-    assert cache.keys() == [] and list(tmp_path.iterdir()) == []
+    assert cache.keys() == [] and [p.name for p in tmp_path.iterdir() if not p.name.startswith(".lock-")] == []
     # a run killed outright leaves its temporary directory: never read, removed by remove_partial
     (tmp_path / ".tmp-abc-123").mkdir()
     (tmp_path / ".tmp-abc-123" / "features.npy").write_bytes(b"half")
     backbone = Counting()
     frozen_features(data, {"image": backbone}, cache, batch_size=8)
     assert backbone.seen == 30 and len(cache.keys()) == 1
-    assert [p.name for p in cache.remove_partial()] == [".tmp-abc-123"] and len(list(tmp_path.iterdir())) == 1
+    removed = sorted(p.name[:5] for p in cache.remove_partial())
+    assert removed == [".lock", ".lock", ".tmp-"] and len(list(tmp_path.iterdir())) == 1  # a lock per key tried
+
+
+class Slow(Counting):
+    def forward(self, x):
+        import time
+
+        time.sleep(0.2)
+        return super().forward(x)
+
+
+def test_concurrent_askers_compute_an_entry_once(tmp_path):
+    import threading
+
+    data, backbone = make_data(), Slow()
+    caches = [FeatureCache(tmp_path), FeatureCache(tmp_path)]  # two workers (flock: one file handle each)
+    threads = [threading.Thread(target=frozen_features, args=(data, {"image": backbone}, c)) for c in caches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert backbone.seen == 30  # the second waited for the first's entry instead of computing again
+    assert sorted((c.stats["hits"], c.stats["misses"]) for c in caches) == [(0, 1), (1, 0)]
 
 
 @pytest.mark.parametrize("damage", ["flip_byte", "truncate", "meta"])

@@ -17,12 +17,14 @@ Layout of the directory the caller chooses (library code never picks one)::
     <dir>/<key>/features.npy     (N, W) float32, row i = features of input row i (zeros where absent)
     <dir>/<key>/meta.json        key, backbone, preprocessing, modality, shape, sha256 of features.npy
     <dir>/.tmp-<key>-<random>/   an entry being written (never read; see ``remove_partial``)
+    <dir>/.lock-<key>            the lock its writer holds (``fcntl.flock``): other processes wait for it
 
 Writes are atomic: an entry is computed batch by batch into a temporary directory inside
 ``<dir>``, its files are flushed and fsynced, and the directory is renamed to ``<key>`` in one
 ``os.rename`` (atomic on POSIX within one file system). A run killed mid-write leaves only a
-``.tmp-`` directory, which no lookup reads. Two processes computing the same entry at once both
-finish; the second rename fails because the first entry exists, and the second process uses it.
+``.tmp-`` directory, which no lookup reads. Two processes asking for the same missing entry at once
+(grid workers) compute it once: the first holds a per-key lock while it computes, the second waits
+and then reads the entry (without ``fcntl``, both compute and the second rename keeps the first entry).
 
 Every read checks the entry: meta.json parses and names this key, features.npy has the recorded
 shape and dtype, and its sha256 matches the recorded one (reading N x W floats: small next to
@@ -33,6 +35,7 @@ path and the fault).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -189,11 +192,14 @@ class FeatureCache:
         return sorted(p.name for p in self.directory.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def remove_partial(self) -> list[Path]:
-        """Delete the temporary directories of writes that never finished (a killed run); returns them.
-        Only call it while no other process writes to this cache."""
-        removed = [p for p in self.directory.iterdir() if p.name.startswith((".tmp-", ".corrupt-"))]
+        """Delete the temporary directories of writes that never finished (a killed run) and the lock
+        files; returns them. Only call it while no other process uses this cache."""
+        removed = [p for p in self.directory.iterdir() if p.name.startswith((".tmp-", ".corrupt-", ".lock-"))]
         for p in removed:
-            shutil.rmtree(p, ignore_errors=True)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
         return removed
 
     def check(self, key: str) -> dict:
@@ -255,9 +261,33 @@ class FeatureCache:
         rows never written stay zero) and returns W, and the entry is stored atomically with
         ``meta`` (JSON-safe: backbone, preprocessing, modality) in its record."""
         found = self.load(key)
-        if found is not None:
-            self.stats["hits"] += 1
-            return found
+        if found is None:
+            with self._key_lock(key):  # one process computes; the others wait, then read its entry
+                found = self.load(key)
+                if found is None:
+                    return self._compute(key, n_rows, compute, meta)
+        self.stats["hits"] += 1
+        return found
+
+    @contextlib.contextmanager
+    def _key_lock(self, key: str) -> Iterator[None]:
+        """An exclusive advisory lock on ``key`` across processes (``fcntl.flock`` on ``.lock-<key>``: the
+        kernel releases it when its holder dies, so a killed run never blocks the cache). Where ``fcntl``
+        does not exist, no lock: two processes may then both compute, and one's entry is kept."""
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
+        with open(self.directory / f".lock-{key}", "a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def _compute(self, key: str, n_rows: int, compute: Callable[[FeatureWriter], int],
+                 meta: Mapping[str, Any] | None) -> np.memmap:
         tmp = self.directory / f".tmp-{key}-{uuid.uuid4().hex}"
         tmp.mkdir()
         try:
