@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from mlmm.bench import load_cells, parse_spec, run_bench
 from mlmm.components.memory_bank import TrainingBankMixin
-from mlmm.data import MemmapDataset, Standardizer, open_memmap_dataset, save_memmap_dataset
+from mlmm.data import MemmapDataset, Standardizer, adapt_dataset, open_memmap_dataset, save_memmap_dataset
 from mlmm.data.datasets.synthetic import make_synthetic
 from mlmm.data.passes import SplitPasses
 from mlmm.data.registry import DATASETS, DatasetEntry, register
@@ -347,22 +347,64 @@ def test_every_protocol_is_covered_here():
     assert set(PROTOCOLS.names()) == set(PROTOCOL_PARAMS) | set(TIME_PROTOCOLS)
 
 
+class _UserDataset(torch.utils.data.Dataset):
+    """A user's map-style dataset over in-memory rows: {modality: tensor or None, "target": y}; counts reads."""
+
+    def __init__(self, data) -> None:
+        self.batch, self.names, self.calls = data.as_batch(), data.spec.modality_names, 0
+
+    def __len__(self) -> int:
+        return self.batch.size
+
+    def __getitem__(self, i: int) -> dict:
+        self.calls += 1
+        item = {m: self.batch.inputs[m][i] if bool(self.batch.mask[i, j]) else None for j, m in enumerate(self.names)}
+        return {**item, "target": int(self.batch.target[i])}
+
+
+def _adapted(data, groups=None):
+    user = _UserDataset(data)
+    return user, adapt_dataset(user, data.spec, targets=data.target.numpy(), mask=data.mask.numpy(),
+                               splits=data.splits, groups=groups)
+
+
 @pytest.mark.parametrize("name", sorted(PROTOCOL_PARAMS))
-@pytest.mark.parametrize("grouped", [False, True])
-def test_protocols_draw_masks_without_reading_rows(name, grouped, pair):
+def test_protocols_draw_masks_without_reading_rows(name, pair):
     data, mm = pair
     fresh = open_memmap_dataset(mm.source)
     train = fresh.split("train")
-    groups = np.arange(len(fresh)) % 5  # rows of 5 subjects: group-level draws (the protocol's for_groups)
-    if grouped:
-        train.groups = groups[fresh.splits["train"]]
     scenario = Scenario.same(make_protocol(name, **PROTOCOL_PARAMS[name]))
     masked, info = scenario.apply(train, "train", seed=3)
     assert fresh.reads == train.reads == masked.reads == 0  # no modality row was read
     assert isinstance(masked, MemmapDataset) and masked.mask.shape == train.mask.shape
     assert bool((masked.mask <= train.mask).all()) and bool(masked.mask.any(dim=1).all())
-    in_memory = data.split("train")
-    if grouped:
-        in_memory.groups = groups[data.splits["train"]]
-    ref, ref_info = scenario.apply(in_memory, "train", seed=3)
+    ref, ref_info = scenario.apply(data.split("train"), "train", seed=3)
     assert info["mask_sha256"] == ref_info["mask_sha256"]  # the same draw as in memory
+
+
+@pytest.mark.parametrize("name", sorted(PROTOCOL_PARAMS))
+def test_protocols_on_a_grouped_user_dataset_read_no_sample(name, pair):
+    """Group-level draws (the protocol's ``for_groups``) on a user's torch Dataset: never indexed."""
+    data = pair[0]
+    groups = np.arange(len(data)) % 5  # rows of 5 subjects
+    user, adapted = _adapted(data, groups=groups)
+    scenario = Scenario.same(make_protocol(name, **PROTOCOL_PARAMS[name]))
+    masked, info = scenario.apply(adapted.split("train"), "train", seed=3)
+    assert user.calls == 0 and masked.mask.shape == (len(data.splits["train"]), data.spec.n_modalities)
+    in_memory = data.split("train")
+    in_memory.groups = groups[data.splits["train"]]
+    assert info["mask_sha256"] == scenario.apply(in_memory, "train", seed=3)[1]["mask_sha256"]
+
+
+@pytest.mark.filterwarnings("ignore::mlmm.train.FitNeverImproved")
+@pytest.mark.parametrize("name", ["retrieval-fill", "pattern-router"])
+def test_training_on_a_user_torch_dataset_matches_in_memory(name, pair, small_stream):
+    data = pair[0]
+    _, adapted = _adapted(data)
+    fits = []
+    for source in (data, adapted):
+        method = build_method(name, data.spec, seed=0)
+        if isinstance(method, TrainingBankMixin):
+            method.bank_size = 40
+        fits.append(Trainer(CFG).fit(method, source.split("train"), source.split("val"), seed=0))
+    _assert_same_state(fits[0].model, fits[1].model, rtol=1e-3, atol=1e-4)
