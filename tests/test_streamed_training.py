@@ -347,6 +347,15 @@ def test_every_protocol_is_covered_here():
     assert set(PROTOCOLS.names()) == set(PROTOCOL_PARAMS) | set(TIME_PROTOCOLS)
 
 
+@pytest.mark.parametrize("name", sorted(TIME_PROTOCOLS))
+def test_time_mask_protocols_refuse_a_streamed_dataset_clearly(name, tmp_path):
+    data = make_synthetic(n_samples=30, n_modalities=2, dims=3, kind="sequence", seed=0)
+    mm = open_memmap_dataset(save_memmap_dataset(data, tmp_path / "seq"))
+    with pytest.raises(ValueError, match=f"protocol '{name}' draws time masks .* streamed dataset"):
+        Scenario.same(make_protocol(name, **TIME_PROTOCOLS[name])).apply(mm, "train", seed=0)
+    assert mm.reads == 0
+
+
 class _UserDataset(torch.utils.data.Dataset):
     """A user's map-style dataset over in-memory rows: {modality: tensor or None, "target": y}; counts reads."""
 

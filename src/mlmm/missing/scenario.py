@@ -121,6 +121,10 @@ class Scenario:
             )
         rng = np.random.default_rng([int(seed), ROLE_ID[role], _MASK_STREAM])
         if isinstance(protocol, TimeMaskProtocol):
+            if not isinstance(dataset, MultimodalDataset):
+                raise ValueError(f"protocol {protocol.name!r} draws time masks (availability per step), which a "
+                                 f"streamed dataset ({type(dataset).__name__}) does not hold yet; apply it to an "
+                                 "in-memory dataset (dataset.to_memory()) or use a sample-level protocol")
             dataset = protocol.apply(dataset, rng)
             drawn = dataset.mask.numpy()
         else:

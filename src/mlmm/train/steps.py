@@ -14,7 +14,8 @@ PyTorch loop over a ``DataLoader``; a Lightning module: ``mlmm.train.lightning``
    samples on incomplete ones, an empty split, no labels) — at construction, before any work;
 2. fit the standardiser on the training split (present entries only); every batch is
    standardised with it (``step`` does it to raw batches);
-3. ``method.prepare`` on the whole standardised training split (fill values, banks);
+3. ``method.prepare`` on the whole standardised training split (fill values, banks); on
+   streamed data ``method.prepare_split`` in passes over batches (``mlmm.train.streamed``);
 4. per stage: ``set_stage``, the stage's ``StageControl`` (its optimiser or alternating
    parameter groups, full batch, fixed epochs, how modality dropout applies);
 5. per batch: modality dropout (never drops a sample's last modality), forward, loss,
@@ -22,7 +23,8 @@ PyTorch loop over a ``DataLoader``; a Lightning module: ``mlmm.train.lightning``
    optimiser step of each group (``TrainConfig.optimizer``, AdamW by default);
 6. ``method.after_step()`` after every optimiser step (e.g. an EMA teacher follows);
 7. after the last stage, ``method.calibrate`` on the validation split (e.g. the pattern
-   router's per-pattern table); a ``FittedModel`` refuses to predict until it has run;
+   router's per-pattern table; streamed: ``calibrate_split``); a ``FittedModel`` refuses to
+   predict until it has run;
 8. per epoch: validate, keep the best state (early stopping with ``patience``), load it at
    the end of the stage, warn (``FitNeverImproved``) when the stage never beat its start.
    A stage with ``StageControl.parts`` does this per part instead (``mlmm.train.parts``).
