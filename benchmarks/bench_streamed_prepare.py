@@ -3,8 +3,9 @@
 For each N and method, in a fresh subprocess: open a memory-mapped dataset of N rows x 4 vector
 modalities x 256 features (``write_synthetic_memmap``), build ``FitSteps`` (the streamed standardiser
 pass, then the method's ``prepare_split``) and run ``finish`` (its ``calibrate_split`` on the
-validation split), without any training epoch. Reported: peak RSS of the process
-(``ru_maxrss``), CPU seconds of the set-up, and rows read from the training split. masked-mean
+validation split), without any training epoch. Reported: peak RSS during the set-up and its growth
+over the RSS on entry (``mlmm.metrics.efficiency.PeakMemory``: the kernel's VmHWM, reset on entry),
+CPU seconds of the set-up, and rows read from the training split. masked-mean
 (no whole-split step) is the baseline; above ``mlmm.data.memmap.MATERIALISE_LIMIT_BYTES`` (1 GiB of
 values) these methods were refused before they prepared by batch.
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -40,6 +40,7 @@ def one_setup(folder: str, method_name: str) -> dict:
     import torch
 
     from mlmm.data import open_memmap_dataset
+    from mlmm.metrics.efficiency import PeakMemory
     from mlmm.train import FitSteps, TrainConfig, build_method
 
     torch.set_num_threads(1)
@@ -47,10 +48,13 @@ def one_setup(folder: str, method_name: str) -> dict:
     train, val = data.split("train"), data.split("val")
     method = build_method(method_name, data.spec, seed=0)
     cpu, wall = time.process_time(), time.perf_counter()
-    steps = FitSteps(method, train, val, config=TrainConfig(max_epochs=1, batch_size=256))
-    steps.finish()
+    with PeakMemory() as peak:
+        steps = FitSteps(method, train, val, config=TrainConfig(max_epochs=1, batch_size=256))
+        steps.finish()
     return {"method": method_name, "n": len(data), "train_rows": len(train),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mib": round(peak.figures["cpu_peak_rss_bytes"] / 2**20, 1),
+            "peak_growth_mib": round(peak.figures["cpu_peak_growth_bytes"] / 2**20, 1),
+            "memory_method": peak.figures["cpu_method"],
             "setup_cpu_s": round(time.process_time() - cpu, 2), "setup_wall_s": round(time.perf_counter() - wall, 2),
             "train_rows_read": train.reads, "val_rows_read": val.reads,
             "values_gib": round(data.nbytes() / 2**30, 3)}
@@ -75,11 +79,11 @@ def main() -> None:
                                  text=True, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
-    print("\n| N | GiB of values | method | peak RSS (MiB) | set-up CPU s | training rows read |")
-    print("|---|---|---|---|---|---|")
+    print("\n| N | GiB of values | method | set-up peak RSS (MiB) | growth (MiB) | set-up CPU s | training rows read |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['n']:,} | {r['values_gib']} | {r['method']} | {r['peak_rss_mib']} | {r['setup_cpu_s']} | "
-              f"{r['train_rows_read']:,} of {r['train_rows']:,} |")
+        print(f"| {r['n']:,} | {r['values_gib']} | {r['method']} | {r['peak_rss_mib']} | {r['peak_growth_mib']} | "
+              f"{r['setup_cpu_s']} | {r['train_rows_read']:,} of {r['train_rows']:,} |")
 
 
 if __name__ == "__main__":
