@@ -113,7 +113,7 @@ def main() -> None:
         folder = data_folder(root, n)
         cmd = [sys.executable, __file__, "--worker", str(folder), "--methods", args.methods,
                "--repeats", str(args.repeats)] + ["--slow"] * args.slow + ["--materialised"] * args.materialised
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout  # stderr shown
         for row in json.loads(out.strip().splitlines()[-1]):
             one, sub = row["one"], row["subsets"]
             slow = f"{row['slow']['wall_s'] / one['wall_s']:8.2f}" if "slow" in row else f"{'-':>8s}"
