@@ -36,7 +36,7 @@ _OPEN_UNIT = Interval("real", 0, 1, closed="neither")
 #: Parameter name -> constraints, shared by every method that takes a parameter of that name.
 COMMON: dict[str, list] = {
     **{name: [WIDTH] for name in ("embed_dim", "hidden", "latent_dim", "proj_dim", "gen_dim", "model_dim", "ff_dim",
-                                  "head_hidden", "gate_hidden", "bottleneck")},
+                                  "head_hidden", "gate_hidden", "gate_dim", "bottleneck")},
     **{name: [PROBABILITY] for name in ("dropout", "attn_dropout", "token_drop", "student_drop", "decay",
                                         "fit_momentum")},
     **{name: [NONNEG] for name in ("weight", "aux_weight", "align_weight", "consistency_weight", "cycle_weight",
@@ -55,7 +55,8 @@ COMMON: dict[str, list] = {
     "ae_dims": [SequenceOf(WIDTH)],
     "backbone": [InstanceOf((str, os.PathLike), "a path to a Hugging Face model folder")],
     # strings whose allowed values the class itself checks (one line naming them) when built
-    **{name: [STRING] for name in ("member", "missing", "pool", "predict_with", "prompt_sets", "text_reader")},
+    **{name: [STRING] for name in ("member", "missing", "missing_input", "pool", "predict_with", "prompt_sets",
+                                    "text_reader")},
 }
 
 _BY_ANNOTATION = {"int": [Interval("int")], "float": [Interval("real")], "bool": [BOOLEAN], "str": [STRING]}
