@@ -75,7 +75,8 @@ class PatternOracle(MissingModalityModel):
         needs_complete_train=False,
         paper="Per-pattern independent models, the oracle reference of dedicated training (survey Sec. 4.2.1)",
         summary="one independent model per availability pattern (own encoders + head), each sample routed "
-                "to its pattern's model; each model trains on every training row holding its modalities",
+                "to its pattern's model; each model trains on every training row holding its modalities and is "
+                "early-stopped on the validation rows holding them",
     )
 
     def __init__(self, spec: DatasetSpec, embed_dim: int = 64, hidden: int | None = 128, dropout: float = 0.5,
