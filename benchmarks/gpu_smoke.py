@@ -15,6 +15,17 @@ and report seconds per epoch on each device and their ratio, and the peak GPU me
 Usage: python benchmarks/gpu_smoke.py [--methods a,b] [--epochs 2] [--backbone PATH] [--json OUT]
 Not a test (CI has no GPU); a failure of one method is reported and the others still run.
 The exit status is 1 if any method failed a check.
+
+Precision comparison (``TrainConfig.precision``, issue 12): with ``--precisions fp32,bf16`` the
+script instead trains each method (default: masked-mean, modality-transformer, mmin) on the image +
+text dataset (``--dataset``, default digits-captions-10k, entry rate 0.3) at each precision and
+reports training throughput (training samples per second over the fit, device synchronised), the
+peak GPU memory of the fit (``torch.cuda.max_memory_allocated``), test accuracy, and each
+precision's throughput and memory relative to fp32. ``--device cpu --rows 400`` is a dry run of
+that path (bf16 through CPU autocast; fp16 is CUDA only)::
+
+    python benchmarks/gpu_smoke.py --precisions fp32,bf16 --epochs 3 --json /tmp/precision.json
+    python benchmarks/gpu_smoke.py --precisions fp32,bf16 --device cpu --rows 400 --epochs 1   # dry run
 """
 
 from __future__ import annotations
@@ -78,9 +89,76 @@ def check(name: str, epochs: int, params: dict, device: str = "cuda") -> dict:
     }
 
 
+PRECISION_METHODS = ("masked-mean", "modality-transformer", "mmin")
+
+
+def precision_row(name: str, dataset: str, precision: str, epochs: int, device: str, rows: int | None) -> dict:
+    """Train ``name`` on ``dataset`` (first ``rows`` rows if given) at ``precision``: throughput, peak memory."""
+    data = load_dataset(dataset)
+    if rows:
+        data = data.subset(torch.arange(min(rows, len(data))))
+    train, val, test = make_splits(data, "group" if data.groups is not None else "random", 0)
+    protocol = make_protocol("entry", rate=0.3)
+    # a method that needs complete training samples trains on complete data, is tested at 0.3 (as ``check``)
+    fit_protocol = make_protocol("entry", rate=0.0) if METHODS.get(name).info.needs_complete_train else protocol
+    scenario = Scenario(train=fit_protocol, val=fit_protocol, test=protocol)
+    train, val, test = (scenario.apply(d, role, 0)[0] for d, role in ((train, "train"), (val, "val"), (test, "test")))
+    method = build_method(name, data.spec, seed=0)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    fit = Trainer(TrainConfig(max_epochs=epochs, patience=epochs, precision=precision), device=device).fit(
+        method, train, val, seed=0)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    logits = fit.model.predict_logits(test)
+    losses = [r["train_loss"] for r in fit.history]
+    return {"method": name, "precision": precision, "dataset": dataset, "n_train": len(train),
+            "epochs": len(fit.history), "fit_seconds": seconds,
+            "train_samples_per_s": len(train) * len(fit.history) / seconds,
+            "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+            "finite_loss": all(torch.isfinite(torch.tensor(losses)).tolist()),
+            "test_acc": float((logits.argmax(1).cpu() == torch.as_tensor(test.labels)).float().mean())}
+
+
+def compare_precisions(args) -> None:
+    methods = args.methods.split(",") if args.methods else list(PRECISION_METHODS)
+    precisions = args.precisions.split(",")
+    rows, failed = [], []
+    for name in methods:
+        base = None
+        for precision in precisions:
+            try:
+                row = precision_row(name, args.dataset, precision, args.epochs, args.device, args.rows)
+            except Exception as err:  # report and go on
+                row = {"method": name, "precision": precision, "error": f"{type(err).__name__}: {err}"}
+                failed.append(f"{name}@{precision}")
+            if "error" not in row:
+                base = row if precision == "fp32" else base
+                if base is not None:
+                    row["throughput_vs_fp32"] = row["train_samples_per_s"] / base["train_samples_per_s"]
+                    if row["gpu_peak_mib"] and base["gpu_peak_mib"]:
+                        row["memory_vs_fp32"] = row["gpu_peak_mib"] / base["gpu_peak_mib"]
+            rows.append(row)
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+            if args.json:
+                with open(args.json, "w") as fh:
+                    json.dump(rows, fh, indent=1)
+    print(f"{len(rows) - len(failed)}/{len(rows)} (method, precision) fits ran" +
+          (f"; failed: {', '.join(failed)}" if failed else ""))
+    raise SystemExit(1 if failed else 0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", default=",".join(METHODS.names()))
+    parser.add_argument("--methods", default=None, help="comma-separated (default: every method; with "
+                        f"--precisions: {','.join(PRECISION_METHODS)})")
+    parser.add_argument("--precisions", default=None, help="e.g. fp32,bf16: compare training precisions instead")
+    parser.add_argument("--dataset", default="digits-captions-10k", help="dataset of the precision comparison")
+    parser.add_argument("--rows", type=int, default=None, help="precision comparison on the first ROWS rows only")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--backbone", default=None, help="local model directory for the pretrained methods")
     parser.add_argument("--device", default="cuda", help="cpu: a dry run of the script itself")
@@ -91,8 +169,10 @@ def main() -> None:
     torch.set_num_threads(1)  # CPU side of the ratio: one thread, as the zoo table runs
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu (dry run)"
     print(f"device: {name} | torch {torch.__version__}", flush=True)
+    if args.precisions:
+        compare_precisions(args)
     rows, failed = [], []
-    for name in args.methods.split(","):
+    for name in (args.methods or ",".join(METHODS.names())).split(","):
         params = {"backbone": args.backbone} if args.backbone and name in PRETRAINED else {}
         try:
             row = check(name, args.epochs, params, args.device)

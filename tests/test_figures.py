@@ -111,12 +111,13 @@ def test_latency_figures(data) -> None:
 
 def test_run_seed_record_carries_calibration_and_efficiency() -> None:
     config = ExperimentConfig(dataset="basicmotions", method="late-ensemble", rate=0.3,
-                              train=TrainConfig(max_epochs=1))
+                              train=TrainConfig(max_epochs=1, precision="bf16"))  # CPU autocast
     record = run_seed(config, 0)
     json.dumps(record, allow_nan=False)  # JSON as is (null for empty bins)
     eff = record["efficiency"]
     assert eff["parameters"]["trainable"] == record["n_parameters"] > 0
     assert eff["train_seconds"] == record["train_seconds"] and eff["latency_per_sample_s"] > 0
+    assert eff["train_precision"] == "bf16" and eff["latency_precision"] == "fp32"  # what each was measured at
     assert set(eff["latency_per_subset_size_s"]) == {"1", "2"}
     assert eff["peak_memory"]["cpu_peak_rss_bytes"] > 0 and eff["subsets_path"] == "fast"
     assert 0 <= record["calibration"]["ece"] <= 1 and len(record["calibration"]["reliability"]["count"]) == 15

@@ -161,7 +161,8 @@ def run_seed(config: ExperimentConfig, seed: int, on_fit: Callable[[int, FitResu
         on_fit(seed, cell.fit)
     fit, test, test_m = cell.fit, cell.test, cell.test_masked
     # metrics, calibration (ECE + reliability bins) and efficiency of one timed test pass
-    figures = cell_figures(fit.model, test_m, test, fit.train_seconds, cell.memory)
+    figures = cell_figures(fit.model, test_m, test, fit.train_seconds, cell.memory,
+                           train_precision=config.train.precision)
     record = {
         "seed": seed,
         **figures,

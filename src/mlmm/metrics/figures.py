@@ -35,7 +35,7 @@ def calibration_figures(logits: np.ndarray, target: np.ndarray, n_bins: int = N_
 
 
 def cell_figures(model, test, natural_test, train_seconds: float,
-                 memory: dict | None = None, latency_repeats: int = 3) -> dict:
+                 memory: dict | None = None, latency_repeats: int = 3, train_precision: str = "fp32") -> dict:
     """{"metrics", "calibration", "efficiency"} of a fitted model on its masked test split ``test``.
 
     The test logits come from the timed evaluation, so the metrics, the ECE and the
@@ -43,13 +43,17 @@ def cell_figures(model, test, natural_test, train_seconds: float,
     ``natural_test`` (the test split before the scenario's mask), so that every size
     1..M is reachable. ``memory``: ``PeakMemory.figures`` of the fit. Both splits may be
     in-memory or streamed datasets (read batch by batch; the labels come with the batches).
+    ``train_precision``: the fit's ``TrainConfig.precision`` (``train_seconds`` and the peak memory were
+    measured at it); the latency is measured in fp32, as prediction always runs.
     """
     pred, latency = timed_predictions(model, test, latency_repeats)
     logits, target = pred.logits.numpy(), pred.labels()
     efficiency = {
         "parameters": parameter_counts(model),
         "train_seconds": float(train_seconds),
+        "train_precision": train_precision,
         "latency_per_sample_s": latency,
+        "latency_precision": "fp32",
         "latency_per_subset_size_s": latency_per_subset_size(model, natural_test),
         "peak_memory": dict(memory or {}),
     }

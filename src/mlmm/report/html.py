@@ -28,7 +28,9 @@ from .text import format_table
 
 EFFICIENCY_DEFINITIONS = {
     "parameters": "trainable parameter elements of the fitted model (preprocessing has none).",
-    "train s": "wall time of the fit (standardisation, method preparation, every training stage, early stopping).",
+    "train s": "wall time of the fit (standardisation, method preparation, every training stage, early stopping), "
+               "at the training precision in brackets when it is not fp32 (TrainConfig.precision: bf16 / fp16 "
+               "autocast); validation, prediction and the latency always run in fp32.",
     "latency": "wall time of one batched evaluation of the test split (batches of 1024, eval mode, no grad) "
                "divided by its samples, best of 3 runs; on CUDA the device is synchronised.",
     "peak memory": "CPU: peak resident set size of the process during the fit minus its size at the start "
@@ -139,13 +141,20 @@ def _leaderboard(doc: _Doc, group: Sequence[dict], worst: Mapping[str, dict]) ->
         rows.append((acc["mean"], [
             label, _pct(acc, ci=True), _pct(f1), _pct(ece),
             f"{w['worst_subset']} ({100 * w['subsets'][w['worst_subset']]['mean']:.1f})" if w else "-",
-            f"{params:,}" if params else "-", f"{_mean([c.get('train_seconds') for c in cs]) or 0:.1f}",
+            f"{params:,}" if params else "-",
+            f"{_mean([c.get('train_seconds') for c in cs]) or 0:.1f}" + _precision_note(cs),
             f"{1e3 * lat:.3f}" if lat is not None else "-",
             f"{mem / 2 ** 20:.0f}" if mem is not None else "-",
             f"{gpu / 2 ** 20:.0f}" if gpu is not None else "-", len(cs)]))
     rows.sort(key=lambda r: -r[0])
     doc.table(["method", "accuracy % (±95% CI)", "macro-F1 %", "ECE %", "worst subset (acc %)", "parameters",
                "train s", "latency ms/sample", "CPU peak MB", "GPU peak MB", "seeds"], [r[1] for r in rows])
+
+
+def _precision_note(cells: Sequence[dict]) -> str:
+    """" (bf16)" when the cells trained at a precision other than fp32 (older cells say nothing: fp32)."""
+    found = sorted({_get(c, "efficiency", "train_precision") or "fp32" for c in cells})
+    return "" if found == ["fp32"] else f" ({'/'.join(found)})"
 
 
 def _robustness(doc: _Doc, cells: Sequence[dict], reference) -> None:

@@ -57,6 +57,7 @@ from . import distributed
 from .config import OPTIMIZERS, TrainConfig
 from .fitted import FittedModel
 from .parts import PartSelection
+from .precision import MixedPrecision
 from .streamed import (
     is_streamed,
     loader_options,
@@ -201,6 +202,8 @@ class FitSteps:
         check_trainable(method, train, val)
         self.config = config or TrainConfig()
         self.device = torch.device(device)
+        #: ``TrainConfig.precision`` of the training steps (checked against the device here, before any work).
+        self.precision = MixedPrecision(self.config.precision, self.device)
         self.method = method
         self.on_epoch = on_epoch
         self.seed = seed
@@ -414,18 +417,26 @@ class FitSteps:
         step_loss = math.nan
         for params, optimiser, n_steps in st.groups:
             for _ in range(n_steps):
-                terms = self.method.loss(batch, st.forward(batch))
-                loss = sum(terms.values())
+                with self.precision.autocast():  # a no-op for fp32
+                    terms = self.method.loss(batch, st.forward(batch))
+                    loss = sum(terms.values())
                 step_loss = float(loss.detach())
                 if not math.isfinite(step_loss):  # refuse before the step spreads NaN into the weights
                     _diverged(terms, st.name, st.epoch, st.steps + 1)
                 optimiser.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler = self.precision.scaler(optimiser)  # fp16 only
+                (loss if scaler is None else scaler.scale(loss)).backward()
                 if st.parts is not None:
                     st.parts.drop_stopped_gradients()  # a stopped part keeps its weights
                 if clip:
+                    if scaler is not None:
+                        scaler.unscale_(optimiser)  # clip the true gradients, not the scaled ones
                     nn.utils.clip_grad_norm_(params, clip)
-                optimiser.step()
+                if scaler is None:
+                    optimiser.step()
+                else:
+                    scaler.step(optimiser)  # skipped when the scaled gradients overflowed
+                    scaler.update()
                 if after_step:
                     self.method.after_step()  # e.g. an EMA teacher follows the updated weights
                 st.total += step_loss
