@@ -11,8 +11,10 @@ What is real and what is generated:
   to one format, (1, 16, 16) uint8 0..255: MNIST by area averaging (28 -> 16), optdigits by
   pixel repetition (8 -> 16), mfeat by one zero column on the right (15 -> 16); intensities are
   rescaled linearly to 0..255 and rounded. No image is synthesised or augmented.
-- **A fourth archive, ``notes`` (1,703 records), holds no image at all**: annotators' notes whose
-  scans were lost. Its labels are balanced over the ten digits (``arange(1703) % 10``, shuffled).
+- **A fourth archive, ``notes`` (1,703 records), holds no image at all**: these records
+  are wholly generated (a label, balanced over the ten digits as ``arange(1703) % 10`` shuffled,
+  and a generated caption) so that the set passes 10,000 records and holds a caption-only pattern
+  from the source itself, not from a protocol. Read them as generated, not as real notes.
 - **Every caption is generated** (``mlmm.data.datasets.digits_captions.caption_texts``): a
   template naming the record's digit (e.g. "a scanned seven, slightly smudged"), naming a wrong
   digit, or naming none ("hard to read this"), with 0-2 filler words inserted at random (noise);
