@@ -143,7 +143,7 @@ def load_digits_captions_10k(n: int | None = None, seed: int = 0, max_length: in
     caption_features: a frozen text backbone (``"hf:minilm"``, ``"hf:<local dir>"``): the caption
         becomes its features, a (W,) vector modality (``mlmm.data.frozen_features``; 384 for MiniLM).
     feature_cache: where those features are kept (a ``FeatureCache`` or a directory the caller
-        chooses); ``None`` computes them in memory.
+        chooses); ``None``: the directory in ``MLMM_FEATURE_CACHE`` if set, else computed in memory.
     """
     from ..frozen_features import frozen_features
     from ..loaders import load_arrays
