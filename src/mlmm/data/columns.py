@@ -43,7 +43,7 @@ def _pa():
         import pyarrow
     except ImportError:
         raise ImportError("table datasets (Parquet, Arrow, a folder of files with a CSV table) need pyarrow: "
-                          "pip install 'mlmm[parquet]'") from None
+                          "pip install 'mlmm[tables]'") from None
     return pyarrow
 
 
@@ -232,7 +232,11 @@ class ImageFile(ColumnReader):
                              "this part of the table); leave the cell empty where the image is missing")
 
     def read(self, table, rows, present) -> Tensor:
-        from PIL import Image, UnidentifiedImageError
+        try:
+            from PIL import Image, UnidentifiedImageError
+        except ImportError:
+            raise ImportError(f"{self.source}: modality {self.spec.name!r} reads image files, which needs Pillow: "
+                              "pip install 'mlmm[tables]'") from None
 
         c, h, w = self.spec.shape
         out = np.zeros((len(rows), c, h, w), dtype=np.uint8)
