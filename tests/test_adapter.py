@@ -97,3 +97,27 @@ def test_mask_and_targets_of_the_wrong_size_are_refused():
         adapt_dataset(Toy(), SPEC, targets=np.zeros(40, int), mask=np.ones((40, 2), bool))
     with pytest.raises(ValueError, match="39 targets for 40 samples"):
         adapt_dataset(Toy(), SPEC, targets=np.zeros(39, int), mask=np.ones((40, 3), bool))
+
+
+def test_uint8_images_stay_uint8_and_scale_as_in_memory_images():
+    """A user's uint8 image reaches the model as the in-memory dataset's does: kept 0..255 in the batch
+    and scaled to [0, 1] by float_values (not left as floats 0..255, which a backbone reading raw pixels
+    with preprocess="none" would see 255x too bright)."""
+    from mlmm.data import MultimodalDataset
+    from mlmm.data.batch import float_values
+
+    spec = DatasetSpec("u8", (ModalitySpec("image", "image", (1, 2, 2)),), TaskSpec("classification", 2))
+    pixels = torch.tensor([[[[0, 255], [128, 64]]], [[[10, 20], [30, 40]]]], dtype=torch.uint8)
+
+    class Pixels(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return {"image": pixels[i], "target": i}
+
+    streamed = adapt_dataset(Pixels(), spec).__getitems__([0, 1]).inputs["image"]
+    in_memory = MultimodalDataset(spec, {"image": pixels}, torch.tensor([0, 1])).inputs["image"]
+    assert streamed.dtype == torch.uint8 == in_memory.dtype
+    assert torch.equal(float_values(streamed), float_values(in_memory))
+    assert float(float_values(streamed).max()) == 1.0

@@ -22,6 +22,7 @@ import torch
 import torch.utils.data
 from torch import Tensor
 
+from .batch import float_values
 from .rows import RowDataset
 from .spec import DatasetSpec
 
@@ -40,17 +41,27 @@ class TorchDatasetAdapter(RowDataset):
         self.dataset = dataset
 
     def _read(self, rows: np.ndarray, mask: Tensor) -> dict[str, Tensor]:
-        out = {m.name: torch.zeros((len(rows), *m.shape), dtype=_dtype(m.kind)) for m in self.spec.modalities}
-        for b, row in enumerate(rows.tolist()):
-            values, _ = parse_item(self.dataset[row], row, self.spec, self.source)
-            for j, m in enumerate(self.spec.modalities):
+        parsed = [parse_item(self.dataset[row], row, self.spec, self.source)[0] for row in rows.tolist()]
+        out = {}
+        for j, m in enumerate(self.spec.modalities):
+            present = {}
+            for b, (row, values) in enumerate(zip(rows.tolist(), parsed)):
                 if not bool(mask[b, j]):
-                    continue  # masked out (naturally or by a protocol): never read
+                    continue  # masked out (naturally or by a protocol): never used
                 if values.get(m.name) is None:
                     raise ValueError(f"dataset {self.source!r}: sample {row} yields no value for modality "
                                      f"{m.name!r}, but its mask says present (the dataset changed since it was "
                                      "adapted, or mask= claims more than it yields)")
-                out[m.name][b] = values[m.name]
+                present[b] = values[m.name]
+            # uint8 images stay uint8 (0..255), as the in-memory and memory-mapped datasets keep them, so
+            # the same float_values scaling to [0, 1] applies downstream; a batch mixing uint8 and float
+            # images gets the uint8 ones scaled here.
+            all_uint8 = m.kind == "image" and present and all(x.dtype == torch.uint8 for x in present.values())
+            dtype = torch.uint8 if all_uint8 else _dtype(m.kind)
+            buf = torch.zeros((len(rows), *m.shape), dtype=dtype)
+            for b, x in present.items():
+                buf[b] = x if dtype == torch.uint8 or m.kind != "image" else float_values(x)
+            out[m.name] = buf
         return out
 
     def row_bytes(self) -> int:
@@ -84,7 +95,7 @@ def parse_item(item, row: int, spec: DatasetSpec, source: str) -> tuple[dict[str
                              f"(a {m.kind} of the spec)")
         if m.kind == "text" and x.is_floating_point():
             raise ValueError(f"{where}: text modality {m.name!r} holds {x.dtype}; token ids are integers")
-        out[m.name] = x.to(_dtype(m.kind))
+        out[m.name] = x if m.kind == "image" and x.dtype == torch.uint8 else x.to(_dtype(m.kind))
     return out, target
 
 
