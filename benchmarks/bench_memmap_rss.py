@@ -110,13 +110,16 @@ def bare_epoch(method, loader, names) -> tuple[float, float]:
     return _since(start)
 
 
-def mlmm_epoch(method, train, workers: int) -> tuple[float, float]:
+def mlmm_epoch(method, train, workers: int, same_steps: bool = False) -> tuple[float, float]:
     """(wall, CPU) seconds of one training epoch as ``Trainer`` runs it on streamed data (workers, if any,
-    start inside the timed epoch, as the bare loop's do)."""
+    start inside the timed epoch, as the bare loop's do). ``same_steps``: without gradient clipping and
+    modality dropout (``grad_clip=None, modality_dropout=0``), the optimiser steps the bare loop takes;
+    mlmm's train-only standardisation and its batch checks stay."""
     from mlmm.train import FitSteps, TrainConfig
     from mlmm.train.streamed import training_loader
 
-    config = TrainConfig(max_epochs=1, batch_size=BATCH, num_workers=workers)
+    extra = {"grad_clip": None, "modality_dropout": 0.0} if same_steps else {}
+    config = TrainConfig(max_epochs=1, batch_size=BATCH, num_workers=workers, **extra)
     steps = FitSteps(method, train, None, config=config, seed=0)
     for _ in steps.stages():
         loader = training_loader(steps)
@@ -128,7 +131,7 @@ def mlmm_epoch(method, train, workers: int) -> tuple[float, float]:
     return elapsed
 
 
-def timing(folder: Path, rounds: int, workers: int) -> dict:
+def timing(folder: Path, rounds: int, workers: int, same_steps: bool = False) -> dict:
     from mlmm.data import open_memmap_dataset
     from mlmm.train import build_method
 
@@ -140,9 +143,9 @@ def timing(folder: Path, rounds: int, workers: int) -> dict:
                                        collate_fn=_as_is, generator=torch.Generator().manual_seed(0), **extra)
     times = {"mlmm": [], "bare": []}
     for r in range(rounds):  # interleaved: the machine's load hits both alike
-        times["mlmm"].append(mlmm_epoch(build_method("masked-mean", data.spec, seed=r), train, workers))
+        times["mlmm"].append(mlmm_epoch(build_method("masked-mean", data.spec, seed=r), train, workers, same_steps))
         times["bare"].append(bare_epoch(build_method("masked-mean", data.spec, seed=r), bare, names))
-    out = {"workers": workers, "n_train": len(train), "rounds_wall_cpu": times}
+    out = {"workers": workers, "same_steps": same_steps, "n_train": len(train), "rounds_wall_cpu": times}
     for i, clock in enumerate(("wall", "cpu")):
         med = {k: statistics.median(t[i] for t in v) for k, v in times.items()}
         out[f"median_{clock}_seconds"] = med
@@ -159,6 +162,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="*", default=[0, 2],
                         help="DataLoader workers of both loops in the epoch-time comparison, one comparison each")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--same-steps", action="store_true",
+                        help="mlmm without gradient clipping and modality dropout, as the bare loop trains")
     parser.add_argument("--folder", default="/tmp/mlmm-memmap-bench")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -179,7 +184,7 @@ def main() -> None:
             results[f"{key}_growth"] = results[key][-1]["peak_rss_mib"] / results[key][0]["peak_rss_mib"]
     if args.timing_n:
         for workers in args.workers:
-            results["timing"].append(timing(data_folder(root, args.timing_n), args.rounds, workers))
+            results["timing"].append(timing(data_folder(root, args.timing_n), args.rounds, workers, args.same_steps))
             print(json.dumps(results["timing"][-1]), flush=True)
     print(json.dumps(results, indent=1))
 
