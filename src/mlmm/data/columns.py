@@ -22,6 +22,7 @@ corrupt) is a ``ValueError`` naming the modality, the row and the file.
 
 from __future__ import annotations
 
+import abc
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,24 +48,25 @@ def _pa():
     return pyarrow
 
 
-class ColumnReader:
+class ColumnReader(abc.ABC):
     """One modality's columns -> its values. ``spec`` is the modality; ``columns`` the table columns read."""
 
     spec: ModalitySpec
     columns: tuple[str, ...]
     source: str = "table"
 
+    @abc.abstractmethod
     def present(self, table) -> np.ndarray:
         """(B,) bool: which rows of ``table`` (its ``columns``) hold the modality (a non-empty cell)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def read(self, table, rows: np.ndarray, present: np.ndarray) -> Tensor:
         """(B, *shape) values of the rows of ``table`` (store rows ``rows``, for messages); rows where
         ``present`` is False are zeros (or padding) and are not decoded."""
-        raise NotImplementedError
 
     def check(self, table, rows: np.ndarray, present: np.ndarray) -> None:
-        """A cheap check at open of rows that claim the modality (e.g. that image files exist)."""
+        """A cheap check at open of rows that claim the modality (e.g. that image files exist); none by default."""
+        return None
 
     def bytes_per_row(self) -> int:
         return self.spec.size * 4

@@ -18,6 +18,7 @@ validation and prediction paths take any of them:
 
 from __future__ import annotations
 
+import abc
 import copy
 from collections.abc import Mapping, Sequence
 
@@ -38,7 +39,7 @@ def _collate_any(items) -> Batch:
     return items if isinstance(items, Batch) else collate(items)
 
 
-class RowDataset(torch.utils.data.Dataset):
+class RowDataset(torch.utils.data.Dataset, abc.ABC):
     """Rows ``rows`` of a store of ``n_total`` rows, read on demand by ``_read``.
 
     spec:   the dataset's spec (mask column j is ``spec.modalities[j]``);
@@ -88,11 +89,11 @@ class RowDataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------ what a subclass provides
 
+    @abc.abstractmethod
     def _read(self, rows: np.ndarray, mask: Tensor) -> dict[str, Tensor]:
         """Store rows ``rows`` (B,) whose availability is ``mask`` (B, M) -> modality -> (B, *shape) tensor
         (float32; uint8 images; int64 token ids), freshly allocated (the base writes zeros into them).
         Slots where ``mask`` is False may hold anything and need not be read."""
-        raise NotImplementedError
 
     def row_bytes(self) -> int:
         """Bytes of one row's modality values once read (float32, uint8 images, int64 token ids)."""
